@@ -1,0 +1,341 @@
+"""The engine: columnar state for users and services, fed by decoded record arrays, and
+the first model path (per-service request-rate smoothing -> capacity rule -> deltas).
+
+Pure logic: callers pass ``now_us``; nothing here reads clocks, sockets or files.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import policy, wire
+from .kernels import rates
+from .slots import SlotMap
+
+MAX_CAMPAIGNS = 4096
+
+
+def _grow(a: np.ndarray, n: int, fill) -> np.ndarray:
+    if len(a) >= n:
+        return a
+    out = np.full((max(n, 2 * len(a)),) + a.shape[1:], fill, a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class Users:
+    """Columnar per-user state, indexed by slot."""
+
+    FIELDS = {"requests": (np.int64, 0), "last_seen_us": (np.int64, 0),
+              "segment": (np.uint32, 0), "tier": (np.uint8, 0)}
+
+    def __init__(self, capacity: int = 1024):
+        self.slots = SlotMap(capacity)
+        for f, (dt, fill) in self.FIELDS.items():
+            setattr(self, f, np.full(self.slots.capacity, fill, dt))
+
+    def ensure(self) -> None:
+        n = self.slots.capacity
+        for f, (_, fill) in self.FIELDS.items():
+            setattr(self, f, _grow(getattr(self, f), n, fill))
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+
+class Services:
+    """Columnar per-service state: bucket rings, smoothing, capacity and allocation."""
+
+    FIELDS = {
+        "closed": (np.int64, -1), "latest": (np.int64, -1), "level": (np.float64, 0.0),
+        "trend": (np.float64, 0.0), "n_obs": (np.int64, 0), "late_dropped": (np.int64, 0),
+        "requests": (np.int64, 0), "errors": (np.int64, 0), "bytes": (np.float64, 0.0),
+        "latency_ms": (np.float64, 0.0), "observed_replicas": (np.uint32, 0),
+        "cpu": (np.float64, 0.0), "learned_rps_per_replica": (np.float64, 0.0),
+        "desired": (np.int64, 0), "published": (np.int64, -1),
+        "down_since_us": (np.int64, -1), "down_max": (np.int64, 0),
+    }
+
+    def __init__(self, ring: int, capacity: int = 64):
+        self.slots = SlotMap(capacity)
+        self.ring = ring
+        for f, (dt, fill) in self.FIELDS.items():
+            setattr(self, f, np.full(self.slots.capacity, fill, dt))
+        self.ring_ids = np.full((self.slots.capacity, ring), -1, np.int64)
+        self.ring_counts = np.zeros((self.slots.capacity, ring), np.float64)
+
+    def ensure(self) -> None:
+        n = self.slots.capacity
+        for f, (_, fill) in self.FIELDS.items():
+            setattr(self, f, _grow(getattr(self, f), n, fill))
+        self.ring_ids = _grow(self.ring_ids, n, -1)
+        self.ring_counts = _grow(self.ring_counts, n, 0.0)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+
+class Engine:
+    """All model state of one daemon. ``apply`` takes validated records of any input type;
+    ``tick`` closes buckets and returns the allocation deltas to publish."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        m = cfg.model
+        self.bucket_us = int(m.bucket_s * 1e6)
+        self.users = Users()
+        self.services = Services(ring=m.late_buckets + 4)
+        self.names: dict[int, dict[int, str]] = {k: {} for k in wire.NameKind}
+        self.new_names: list[np.ndarray] = []  # NAME records to publish
+        self.campaigns = np.zeros(0, wire.CONTEXT)
+        self.accepted = {t: 0 for t in wire.INPUT_TYPES}
+        self.late_dropped = 0
+        self.last_tick_us = 0
+        self.history: list[tuple[np.ndarray, np.ndarray]] = []  # closed (slot, rate) pairs
+        self._out_slot = np.empty(4096, np.int64)
+        self._out_rate = np.empty(4096, np.float64)
+
+    # ---- ingest -------------------------------------------------------------------
+    def apply(self, mtype: wire.MsgType, recs: np.ndarray) -> None:
+        if len(recs) == 0:
+            return
+        if mtype == wire.MsgType.REQUEST:
+            self._requests(recs)
+        elif mtype == wire.MsgType.METRIC:
+            self._metrics(recs)
+        elif mtype == wire.MsgType.PROFILE:
+            self._profiles(recs)
+        elif mtype == wire.MsgType.CONTEXT:
+            self._contexts(recs)
+        elif mtype == wire.MsgType.NAME:
+            self._names(recs)
+        self.accepted[mtype] += len(recs)
+
+    def _requests(self, r: np.ndarray) -> None:
+        users, svcs, m = self.users, self.services, self.cfg.model
+        ts = r["ts_us"]
+        u = users.slots.slots_for(r["user"])
+        users.ensure()
+        rates.touch_users(u, ts, users.requests, users.last_seen_us)
+        s = svcs.slots.slots_for(r["service"].astype(np.uint64))
+        svcs.ensure()
+        self.late_dropped += rates.accumulate(
+            s, ts, self.bucket_us, svcs.ring_ids, svcs.ring_counts, svcs.closed, svcs.latest,
+            svcs.level, svcs.trend, svcs.n_obs, m.alpha, m.beta, m.phi, m.bucket_s,
+            svcs.late_dropped)
+        rates.service_totals(s, r["status"], r["bytes"], r["latency_ms"], svcs.requests,
+                             svcs.errors, svcs.bytes, svcs.latency_ms)
+
+    def _metrics(self, r: np.ndarray) -> None:
+        svcs = self.services
+        s = svcs.slots.slots_for(r["service"].astype(np.uint64))
+        svcs.ensure()
+        svcs.observed_replicas[s] = r["replicas"]
+        svcs.cpu[s] = r["cpu"]
+        # requests per replica at the target utilisation, from the current smoothed rate
+        ok = (r["replicas"] > 0) & (r["cpu"] > 0.01) & (svcs.n_obs[s] > 0)
+        if ok.any():
+            ss = s[ok]
+            est = (svcs.level[ss] / r["replicas"][ok] / r["cpu"][ok]
+                   * self.cfg.policy.target_utilisation)
+            prev = svcs.learned_rps_per_replica[ss]
+            svcs.learned_rps_per_replica[ss] = np.where(prev > 0, 0.8 * prev + 0.2 * est, est)
+
+    def _profiles(self, r: np.ndarray) -> None:
+        users = self.users
+        u = users.slots.slots_for(r["user"])
+        users.ensure()
+        users.segment[u] = r["segment"]
+        users.tier[u] = r["tier"]
+
+    def _contexts(self, r: np.ndarray) -> None:
+        c = np.concatenate([self.campaigns, r.astype(wire.CONTEXT)])
+        self.campaigns = c[-MAX_CAMPAIGNS:]
+
+    def _names(self, r: np.ndarray) -> None:
+        for rec in r:
+            self.names[int(rec["kind"])][int(rec["id"])] = wire.name_str(rec)
+        svc = r[r["kind"] == wire.NameKind.SERVICE]
+        if len(svc):
+            self.new_names.append(svc.astype(wire.NAME))
+
+    # ---- decisions ----------------------------------------------------------------
+    def tick(self, now_us: int) -> np.ndarray:
+        """Close finished buckets, forecast, and return ALLOCATION records for the services
+        whose allocation passed hysteresis (the caller publishes them)."""
+        svcs, m, p = self.services, self.cfg.model, self.cfg.policy
+        n = len(svcs)
+        self.last_tick_us = now_us
+        self._drop_expired_campaigns(now_us)
+        until = now_us // self.bucket_us - m.late_buckets - 1
+        if n == 0:
+            return np.zeros(0, wire.ALLOCATION)
+        if len(self._out_slot) < n * 4:
+            self._out_slot = np.empty(n * 8, np.int64)
+            self._out_rate = np.empty(n * 8, np.float64)
+        k = rates.close_all(n, until, svcs.ring_ids, svcs.ring_counts, svcs.closed,
+                            svcs.level, svcs.trend, svcs.n_obs, m.alpha, m.beta, m.phi,
+                            m.bucket_s, self._out_slot, self._out_rate)
+        if k:
+            self.history.append((self._out_slot[:k].copy(), self._out_rate[:k].copy()))
+            del self.history[:-64]
+        lead = max(1, int(round(p.lead_time_s / m.bucket_s)))
+        base = np.empty(n)
+        rates.forecast(svcs.level[:n], svcs.trend[:n], m.phi, lead, base)
+        mult = self.campaign_multipliers(now_us)
+        learned = svcs.learned_rps_per_replica[:n]
+        per_replica = np.where(learned > 0, learned, p.rps_per_replica)
+        ready = svcs.n_obs[:n] > 0
+        decision = policy.decide(
+            base, mult, per_replica, p.headroom, p.min_replicas, p.max_replicas,
+            svcs.published[:n], svcs.down_since_us[:n], svcs.down_max[:n], now_us,
+            int(p.scale_down_window_s * 1e6), ready)
+        svcs.desired[:n] = decision.desired
+        changed = np.flatnonzero(decision.publish)
+        out = np.zeros(len(changed), wire.ALLOCATION)
+        if len(changed):
+            out["ts_us"] = now_us
+            out["service"] = svcs.slots.ids[changed]
+            out["desired_replicas"] = decision.desired[changed]
+            out["previous_replicas"] = np.maximum(svcs.published[changed], 0)
+            out["observed_replicas"] = svcs.observed_replicas[changed]
+            out["base_forecast"] = base[changed]
+            out["context_adjustment"] = base[changed] * (mult[changed] - 1.0)
+            out["predicted_rps"] = base[changed] * mult[changed]
+            out["rps_per_replica"] = per_replica[changed]
+            out["anomaly_multiplier"] = 1.0
+            out["lead_time_s"] = lead * m.bucket_s
+            reasons = decision.reasons[changed]
+            reasons |= np.where(learned[changed] > 0, 0, wire.Reason.DEFAULT_CAPACITY).astype(np.uint32)
+            reasons |= np.where(mult[changed] != 1.0, wire.Reason.CAMPAIGN, 0).astype(np.uint32)
+            out["reasons"] = reasons
+            svcs.published[changed] = decision.desired[changed]
+        return out
+
+    def campaign_multipliers(self, now_us: int) -> np.ndarray:
+        """Per service slot, the largest multiplier among campaigns active at ``now_us``
+        that name the service or all services (1.0 when none)."""
+        n = len(self.services)
+        mult = np.ones(n)
+        c = self.campaigns
+        if len(c) == 0 or n == 0:
+            return mult
+        live = c[(c["start_us"] <= now_us) & (now_us < c["end_us"])]
+        for rec in live:
+            if rec["service"] == wire.ALL:
+                np.maximum(mult, rec["multiplier"], out=mult)
+            else:
+                s = self.services.slots.find_one(int(rec["service"]))
+                if s >= 0:
+                    mult[s] = max(mult[s], float(rec["multiplier"]))
+        return mult
+
+    def _drop_expired_campaigns(self, now_us: int) -> None:
+        if len(self.campaigns):
+            self.campaigns = self.campaigns[self.campaigns["end_us"] > now_us]
+
+    # ---- checkpoints --------------------------------------------------------------
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Copies of everything needed to resume: JSON-able metadata and named arrays."""
+        u, s = self.users, self.services
+        nu, ns = len(u), len(s)
+        arrays = {"users.ids": u.slots.ids[:nu].copy(),
+                  "services.ids": s.slots.ids[:ns].copy(),
+                  "services.ring_ids": s.ring_ids[:ns].copy(),
+                  "services.ring_counts": s.ring_counts[:ns].copy(),
+                  "campaigns": self.campaigns.copy()}
+        for f in Users.FIELDS:
+            arrays[f"users.{f}"] = getattr(u, f)[:nu].copy()
+        for f in Services.FIELDS:
+            arrays[f"services.{f}"] = getattr(s, f)[:ns].copy()
+        meta = {"accepted": {t.name: n for t, n in self.accepted.items()},
+                "late_dropped": self.late_dropped,
+                "names": {k.name: {str(i): v for i, v in d.items()}
+                          for k, d in self.names.items()}}
+        return meta, arrays
+
+    def restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Load what ``state`` returned (into a fresh engine)."""
+        u, s = self.users, self.services
+        u.slots = SlotMap.from_state({"ids": arrays["users.ids"]})
+        u.ensure()
+        for f in Users.FIELDS:
+            getattr(u, f)[: len(u)] = arrays[f"users.{f}"]
+        s.slots = SlotMap.from_state({"ids": arrays["services.ids"]})
+        s.ensure()
+        ns = len(s)
+        for f in Services.FIELDS:
+            getattr(s, f)[:ns] = arrays[f"services.{f}"]
+        ring = arrays["services.ring_ids"].shape[1] if ns else s.ring
+        if ring == s.ring:
+            s.ring_ids[:ns] = arrays["services.ring_ids"]
+            s.ring_counts[:ns] = arrays["services.ring_counts"]
+        self.campaigns = arrays["campaigns"].astype(wire.CONTEXT)
+        self.accepted.update({wire.MsgType[k]: n for k, n in meta["accepted"].items()})
+        self.late_dropped = meta["late_dropped"]
+        for k, d in meta["names"].items():
+            self.names[wire.NameKind[k]] = {int(i): v for i, v in d.items()}
+
+    # ---- views --------------------------------------------------------------------
+    def allocations(self, now_us: int) -> np.ndarray:
+        """The last published allocation of every service (for snapshots)."""
+        svcs = self.services
+        n = len(svcs)
+        pub = np.flatnonzero(svcs.published[:n] >= 0)
+        out = np.zeros(len(pub), wire.ALLOCATION)
+        out["ts_us"] = now_us
+        out["service"] = svcs.slots.ids[pub]
+        out["desired_replicas"] = svcs.published[pub]
+        out["previous_replicas"] = svcs.published[pub]
+        out["observed_replicas"] = svcs.observed_replicas[pub]
+        out["base_forecast"] = svcs.level[pub]
+        out["predicted_rps"] = svcs.level[pub]
+        learned = svcs.learned_rps_per_replica[pub]
+        out["rps_per_replica"] = np.where(learned > 0, learned, self.cfg.policy.rps_per_replica)
+        out["anomaly_multiplier"] = 1.0
+        return out
+
+    def service_names(self) -> np.ndarray:
+        """NAME records of every named service (for snapshots)."""
+        names = self.names[wire.NameKind.SERVICE]
+        return wire.make_names(wire.NameKind.SERVICE, list(names), list(names.values()))
+
+    def take_new_names(self) -> np.ndarray | None:
+        if not self.new_names:
+            return None
+        out = np.concatenate(self.new_names)
+        self.new_names.clear()
+        return out
+
+    def service_name(self, service_id: int) -> str:
+        return self.names[wire.NameKind.SERVICE].get(service_id, str(service_id))
+
+    def find_service(self, name_or_id: str) -> int:
+        """Slot of a service given its registered name or numeric id; -1 if unknown."""
+        for sid, nm in self.names[wire.NameKind.SERVICE].items():
+            if nm == name_or_id:
+                return self.services.slots.find_one(sid)
+        if name_or_id.isdigit():
+            return self.services.slots.find_one(int(name_or_id))
+        return -1
+
+    def service_summary(self, slot: int) -> dict:
+        s, p = self.services, self.cfg.policy
+        sid = int(s.slots.ids[slot])
+        learned = float(s.learned_rps_per_replica[slot])
+        return {
+            "id": sid, "name": self.service_name(sid), "requests": int(s.requests[slot]),
+            "errors": int(s.errors[slot]), "bytes": float(s.bytes[slot]),
+            "rate_rps": float(s.level[slot]), "trend_rps_per_bucket": float(s.trend[slot]),
+            "buckets_observed": int(s.n_obs[slot]), "late_dropped": int(s.late_dropped[slot]),
+            "latency_ms_ewma": float(s.latency_ms[slot]),
+            "observed_replicas": int(s.observed_replicas[slot]), "cpu": float(s.cpu[slot]),
+            "rps_per_replica": learned if learned > 0 else p.rps_per_replica,
+            "capacity_learned": learned > 0, "desired_replicas": int(s.desired[slot]),
+            "published_replicas": int(s.published[slot]),
+        }
+
+    def stats(self) -> dict:
+        return {"users": len(self.users), "services": len(self.services),
+                "late_dropped": self.late_dropped,
+                "active_campaigns": len(self.campaigns)}

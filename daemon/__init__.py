@@ -1,0 +1,1 @@
+"""BAE's IO layer: sockets, LMDB, HTTP, signals, systemd."""

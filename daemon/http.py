@@ -1,0 +1,79 @@
+"""HTTP API on the daemon's event loop: health, readiness, metrics and /v1 JSON routes."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from . import metrics
+
+OPEN = ("/healthz", "/readyz")
+
+
+def make_app(daemon) -> web.Application:
+    token = daemon.http_token
+
+    @web.middleware
+    async def auth(request: web.Request, handler):
+        if token and request.path not in OPEN:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return web.json_response({"error": "missing or wrong bearer token",
+                                          "fix": "send 'Authorization: Bearer <token>'"},
+                                         status=401)
+        return await handler(request)
+
+    registry = metrics.make_registry(daemon)
+    app = web.Application(middlewares=[auth])
+
+    async def healthz(_):
+        return web.json_response({"status": "ok", "loop_lag_p99_s":
+                                  daemon.lag.quantiles()["0.99"]})
+
+    async def readyz(_):
+        if daemon.ready:
+            return web.json_response({"ready": True})
+        return web.json_response({"ready": False}, status=503)
+
+    async def prom(_):
+        return web.Response(body=metrics.render(registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def stats(_):
+        return web.json_response(daemon.stats())
+
+    async def services(_):
+        e = daemon.engine
+        return web.json_response({"services": [e.service_summary(s)
+                                               for s in range(len(e.services))]})
+
+    async def service(request):
+        e = daemon.engine
+        slot = e.find_service(request.match_info["name"])
+        if slot < 0:
+            return web.json_response({"error": f"unknown service "
+                                      f"{request.match_info['name']!r}",
+                                      "fix": "GET /v1/services lists the known ones"},
+                                     status=404)
+        return web.json_response(e.service_summary(slot))
+
+    async def allocations(_):
+        e = daemon.engine
+        recs = e.allocations(int(time.time() * 1e6))
+        return web.json_response({"sequence": daemon.seq, "instance": str(daemon.instance_id),
+                                  "advisory": daemon.cfg.policy.shadow, "allocations": [
+            {"service": e.service_name(int(r["service"])), "id": int(r["service"]),
+             "desired_replicas": int(r["desired_replicas"]),
+             "rps_per_replica": float(r["rps_per_replica"])} for r in recs]})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", prom)
+    app.router.add_get("/v1/stats", stats)
+    app.router.add_get("/v1/services", services)
+    app.router.add_get("/v1/services/{name}", service)
+    app.router.add_get("/v1/allocations", allocations)
+    return app

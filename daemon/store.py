@@ -1,0 +1,112 @@
+"""LMDB checkpoints: named numpy arrays and a JSON metadata record, written in one
+transaction by one writer thread.
+
+Layout: database ``meta`` holds ``schema`` (``SCHEMA``) and ``meta`` (JSON); database
+``arrays`` holds each array as ``name`` -> a 64-byte header (dtype descr, shape) + raw bytes.
+A folder holding another program's LMDB, or a newer schema, is refused and never written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from bae_core.errors import SchemaMismatch, StoreError
+
+SCHEMA = b"bae-state/1"
+
+
+def _pack(a: np.ndarray) -> bytes:
+    head = json.dumps({"dtype": np.lib.format.dtype_to_descr(a.dtype),
+                       "shape": list(a.shape)}).encode()
+    return len(head).to_bytes(4, "little") + head + np.ascontiguousarray(a).tobytes()
+
+
+def _unpack(buf: bytes) -> np.ndarray:
+    n = int.from_bytes(buf[:4], "little")
+    head = json.loads(buf[4:4 + n])
+    dt = np.lib.format.descr_to_dtype(_tuples(head["dtype"]))
+    return np.frombuffer(buf, dt, offset=4 + n).reshape(head["shape"]).copy()
+
+
+def _tuples(descr):
+    if isinstance(descr, list):
+        return [tuple(_tuples(x) for x in d) if isinstance(d, list) else d for d in descr]
+    return descr
+
+
+class Store:
+    """One LMDB environment in ``path``. Not thread-safe: one writer thread owns it."""
+
+    def __init__(self, path: str | os.PathLike, map_size_mb: int = 1024):
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create data folder {self.path}: {e.strerror}; choose "
+                             "a writable --data-dir") from e
+        foreign = [p.name for p in self.path.iterdir()
+                   if p.name not in ("data.mdb", "lock.mdb")]
+        if foreign and not (self.path / "data.mdb").exists():
+            raise SchemaMismatch(f"{self.path} holds files of another program "
+                                 f"({', '.join(sorted(foreign)[:3])}); point --data-dir at an "
+                                 "empty or BAE folder")
+        try:
+            self.env = lmdb.open(str(self.path), map_size=map_size_mb << 20, max_dbs=4,
+                                 subdir=True, writemap=True, map_async=True, metasync=False)
+        except lmdb.Error as e:
+            raise StoreError(f"cannot open LMDB in {self.path}: {e}; if the file is corrupt, "
+                             "move it away and restart (state is rebuilt from events)") from e
+        self._meta = self.env.open_db(b"meta")
+        self._arrays = self.env.open_db(b"arrays")
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        with self.env.begin(db=self._meta) as txn:
+            schema = txn.get(b"schema")
+        if schema is None:
+            with self.env.begin() as txn:
+                names = [k for k, _ in txn.cursor()]
+            if [n for n in names if n not in (b"meta", b"arrays")]:
+                raise SchemaMismatch(f"{self.path} is an LMDB database of another program; "
+                                     "point --data-dir at an empty or BAE folder")
+            return
+        if schema != SCHEMA:
+            raise SchemaMismatch(f"{self.path} was written as {schema.decode(errors='replace')}"
+                                 f", this BAE reads {SCHEMA.decode()}: run the BAE version "
+                                 "that wrote it, or move the folder away")
+
+    def save(self, meta: dict, arrays: dict[str, np.ndarray]) -> int:
+        """Write one checkpoint in one transaction; returns bytes written. Grows the map
+        when full."""
+        blobs = {k.encode(): _pack(v) for k, v in arrays.items()}
+        size = sum(map(len, blobs.values()))
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    txn.put(b"schema", SCHEMA, db=self._meta)
+                    txn.put(b"meta", json.dumps(meta).encode(), db=self._meta)
+                    txn.drop(self._arrays, delete=False)
+                    for k, v in blobs.items():
+                        txn.put(k, v, db=self._arrays)
+                break
+            except lmdb.MapFullError:
+                self.env.set_mapsize(max(self.env.info()["map_size"] * 2, size * 3))
+        self.env.sync(True)
+        return size
+
+    def load(self) -> tuple[dict, dict[str, np.ndarray]] | None:
+        """The last checkpoint, or None for a new folder."""
+        with self.env.begin() as txn:
+            meta = txn.get(b"meta", db=self._meta)
+            if meta is None:
+                return None
+            arrays = {k.decode(): _unpack(bytes(v)) for k, v in txn.cursor(db=self._arrays)}
+        return json.loads(meta), arrays
+
+    def close(self) -> None:
+        self.env.close()

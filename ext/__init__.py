@@ -1,0 +1,1 @@
+"""Cython extensions of BAE, built by setup.py (``python setup.py build_ext --inplace``)."""
