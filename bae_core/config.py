@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import json
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -218,7 +219,12 @@ def _loopback(endpoint: str) -> bool:
     if scheme != "tcp":
         return True
     host = rest.rsplit(":", 1)[0].strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a DNS name or an interface: may be reachable from elsewhere
+        return False
 
 
 def defaults_toml() -> str:

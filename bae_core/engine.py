@@ -36,6 +36,8 @@ class Users:
 
     def ensure(self) -> None:
         n = self.slots.capacity
+        if len(self.requests) >= n:
+            return
         for f, (_, fill) in self.FIELDS.items():
             setattr(self, f, _grow(getattr(self, f), n, fill))
 
@@ -47,7 +49,7 @@ class Services:
     """Columnar per-service state: bucket rings, smoothing, capacity and allocation."""
 
     FIELDS = {
-        "closed": (np.int64, -1), "latest": (np.int64, -1), "level": (np.float64, 0.0),
+        "closed": (np.int64, -1), "level": (np.float64, 0.0),
         "trend": (np.float64, 0.0), "n_obs": (np.int64, 0), "late_dropped": (np.int64, 0),
         "requests": (np.int64, 0), "errors": (np.int64, 0), "bytes": (np.float64, 0.0),
         "latency_ms": (np.float64, 0.0), "observed_replicas": (np.uint32, 0),
@@ -56,20 +58,24 @@ class Services:
         "down_since_us": (np.int64, -1), "down_max": (np.int64, 0),
     }
 
-    def __init__(self, ring: int, capacity: int = 64):
+    def __init__(self, ring: int, history: int, capacity: int = 64):
         self.slots = SlotMap(capacity)
         self.ring = ring
         for f, (dt, fill) in self.FIELDS.items():
             setattr(self, f, np.full(self.slots.capacity, fill, dt))
         self.ring_ids = np.full((self.slots.capacity, ring), -1, np.int64)
         self.ring_counts = np.zeros((self.slots.capacity, ring), np.float64)
+        self.hist = np.zeros((self.slots.capacity, history), np.float64)  # closed rates
 
     def ensure(self) -> None:
         n = self.slots.capacity
+        if len(self.closed) >= n:
+            return
         for f, (_, fill) in self.FIELDS.items():
             setattr(self, f, _grow(getattr(self, f), n, fill))
         self.ring_ids = _grow(self.ring_ids, n, -1)
         self.ring_counts = _grow(self.ring_counts, n, 0.0)
+        self.hist = _grow(self.hist, n, 0.0)
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -84,23 +90,22 @@ class Engine:
         m = cfg.model
         self.bucket_us = int(m.bucket_s * 1e6)
         self.users = Users()
-        self.services = Services(ring=m.late_buckets + 4)
+        self.services = Services(ring=m.late_buckets + 4, history=m.history)
         self.names: dict[int, dict[int, str]] = {k: {} for k in wire.NameKind}
         self.new_names: list[np.ndarray] = []  # NAME records to publish
         self.campaigns = np.zeros(0, wire.CONTEXT)
         self.accepted = {t: 0 for t in wire.INPUT_TYPES}
         self.late_dropped = 0
         self.last_tick_us = 0
-        self.history: list[tuple[np.ndarray, np.ndarray]] = []  # closed (slot, rate) pairs
-        self._out_slot = np.empty(4096, np.int64)
-        self._out_rate = np.empty(4096, np.float64)
 
     # ---- ingest -------------------------------------------------------------------
-    def apply(self, mtype: wire.MsgType, recs: np.ndarray) -> None:
+    def apply(self, mtype: wire.MsgType, recs: np.ndarray, now_us: int) -> None:
+        """Learn from validated records of one input type; ``now_us`` is the caller's clock
+        (events stamped later count as now)."""
         if len(recs) == 0:
             return
         if mtype == wire.MsgType.REQUEST:
-            self._requests(recs)
+            self._requests(recs, now_us)
         elif mtype == wire.MsgType.METRIC:
             self._metrics(recs)
         elif mtype == wire.MsgType.PROFILE:
@@ -111,7 +116,7 @@ class Engine:
             self._names(recs)
         self.accepted[mtype] += len(recs)
 
-    def _requests(self, r: np.ndarray) -> None:
+    def _requests(self, r: np.ndarray, now_us: int) -> None:
         users, svcs, m = self.users, self.services, self.cfg.model
         ts = r["ts_us"]
         u = users.slots.slots_for(r["user"])
@@ -120,9 +125,9 @@ class Engine:
         s = svcs.slots.slots_for(r["service"].astype(np.uint64))
         svcs.ensure()
         self.late_dropped += rates.accumulate(
-            s, ts, self.bucket_us, svcs.ring_ids, svcs.ring_counts, svcs.closed, svcs.latest,
-            svcs.level, svcs.trend, svcs.n_obs, m.alpha, m.beta, m.phi, m.bucket_s,
-            svcs.late_dropped)
+            s, ts, self.bucket_us, now_us // self.bucket_us, m.late_buckets, svcs.ring_ids,
+            svcs.ring_counts, svcs.closed, svcs.level, svcs.trend, svcs.n_obs, svcs.hist,
+            m.alpha, m.beta, m.phi, m.bucket_s, svcs.late_dropped)
         rates.service_totals(s, r["status"], r["bytes"], r["latency_ms"], svcs.requests,
                              svcs.errors, svcs.bytes, svcs.latency_ms)
 
@@ -170,15 +175,8 @@ class Engine:
         until = now_us // self.bucket_us - m.late_buckets - 1
         if n == 0:
             return np.zeros(0, wire.ALLOCATION)
-        if len(self._out_slot) < n * 4:
-            self._out_slot = np.empty(n * 8, np.int64)
-            self._out_rate = np.empty(n * 8, np.float64)
-        k = rates.close_all(n, until, svcs.ring_ids, svcs.ring_counts, svcs.closed,
-                            svcs.level, svcs.trend, svcs.n_obs, m.alpha, m.beta, m.phi,
-                            m.bucket_s, self._out_slot, self._out_rate)
-        if k:
-            self.history.append((self._out_slot[:k].copy(), self._out_rate[:k].copy()))
-            del self.history[:-64]
+        rates.close_all(n, until, svcs.ring_ids, svcs.ring_counts, svcs.closed, svcs.level,
+                        svcs.trend, svcs.n_obs, svcs.hist, m.alpha, m.beta, m.phi, m.bucket_s)
         lead = max(1, int(round(p.lead_time_s / m.bucket_s)))
         base = np.empty(n)
         rates.forecast(svcs.level[:n], svcs.trend[:n], m.phi, lead, base)
@@ -243,6 +241,7 @@ class Engine:
                   "services.ids": s.slots.ids[:ns].copy(),
                   "services.ring_ids": s.ring_ids[:ns].copy(),
                   "services.ring_counts": s.ring_counts[:ns].copy(),
+                  "services.hist": s.hist[:ns].copy(),
                   "campaigns": self.campaigns.copy()}
         for f in Users.FIELDS:
             arrays[f"users.{f}"] = getattr(u, f)[:nu].copy()
@@ -270,6 +269,8 @@ class Engine:
         if ring == s.ring:
             s.ring_ids[:ns] = arrays["services.ring_ids"]
             s.ring_counts[:ns] = arrays["services.ring_counts"]
+        if arrays["services.hist"].shape[1:] == s.hist.shape[1:]:
+            s.hist[:ns] = arrays["services.hist"]
         self.campaigns = arrays["campaigns"].astype(wire.CONTEXT)
         self.accepted.update({wire.MsgType[k]: n for k, n in meta["accepted"].items()})
         self.late_dropped = meta["late_dropped"]
@@ -295,6 +296,14 @@ class Engine:
         out["anomaly_multiplier"] = 1.0
         return out
 
+    def rate_history(self, slot: int) -> np.ndarray:
+        """Closed bucket rates of one service, oldest first (at most ``model.history``)."""
+        s = self.services
+        n, h = int(s.n_obs[slot]), s.hist.shape[1]
+        if n <= h:
+            return s.hist[slot, :n].copy()
+        return np.roll(s.hist[slot], -(n % h))
+
     def service_names(self) -> np.ndarray:
         """NAME records of every named service (for snapshots)."""
         names = self.names[wire.NameKind.SERVICE]
@@ -315,7 +324,7 @@ class Engine:
         for sid, nm in self.names[wire.NameKind.SERVICE].items():
             if nm == name_or_id:
                 return self.services.slots.find_one(sid)
-        if name_or_id.isdigit():
+        if name_or_id.isascii() and name_or_id.isdigit() and int(name_or_id) <= wire.ALL:
             return self.services.slots.find_one(int(name_or_id))
         return -1
 
@@ -333,6 +342,7 @@ class Engine:
             "rps_per_replica": learned if learned > 0 else p.rps_per_replica,
             "capacity_learned": learned > 0, "desired_replicas": int(s.desired[slot]),
             "published_replicas": int(s.published[slot]),
+            "recent_rates_rps": self.rate_history(slot)[-12:].tolist(),
         }
 
     def stats(self) -> dict:

@@ -197,12 +197,15 @@ def decode_header(buf) -> Header:
         e.producer, e.sequence = producer, seq  # lets a subscriber skip it in order
         raise e from None
     base = DTYPES.get(mt)
-    if base is None:
-        if rsize != 0:
-            raise errors.BadRecordSize(f"{mt.name} carries no records but record_size={rsize}")
-    elif rsize < base.itemsize:
-        raise errors.BadRecordSize(f"{mt.name} records are at least {base.itemsize} bytes, "
-                                   f"header says {rsize}")
+    problem = None
+    if base is None and rsize != 0:
+        problem = f"{mt.name} carries no records but record_size={rsize}"
+    elif base is not None and rsize < base.itemsize:
+        problem = f"{mt.name} records are at least {base.itemsize} bytes, header says {rsize}"
+    if problem:
+        e = errors.BadRecordSize(problem)
+        e.count = count
+        raise e
     return Header(version, mt, rsize, flags, count, producer, seq)
 
 
@@ -215,7 +218,11 @@ def decode(frames, *, max_records: int = DEFAULT_MAX_RECORDS,
     """
     if len(frames) != 2:
         raise errors.BadFrameCount(f"{len(frames)} frames; a v1 message is [header, body]")
-    hdr = decode_header(_buffer(frames[0]))
+    try:
+        hdr = decode_header(_buffer(frames[0]))
+    except errors.BadRecordSize as e:
+        e.count = min(e.count, max_records)
+        raise
     try:
         return hdr, _records(hdr, frames[1], max_records, accept)
     except errors.WireError as e:

@@ -72,7 +72,7 @@ def cmd_replay(args) -> int:
     from .replay import replay
 
     result = replay(args.file, args.format, args.to, speed=None if args.max else args.speed,
-                    keep_timestamps=args.keep_timestamps, limit=args.limit)
+                    limit=args.limit)
     print(json.dumps(result))
     return 0
 
@@ -114,8 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--speed", type=float, default=1.0, help="replay X times faster than "
                    "the log's own pace")
     g.add_argument("--max", action="store_true", help="as fast as the daemon takes them")
-    rp.add_argument("--keep-timestamps", action="store_true", help="send the log's own "
-                    "timestamps (the daemon must allow them: ingest.max_past_s = 0)")
     rp.add_argument("--limit", type=int, help="stop after this many lines")
     rp.set_defaults(fn=cmd_replay)
 

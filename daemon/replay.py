@@ -14,7 +14,7 @@ CHUNK_S = 0.02  # paced replays send what falls due within this window as one fr
 
 
 def replay(path: str, fmt: str, endpoint: str, *, speed: float | None = 1.0,
-           keep_timestamps: bool = False, limit: int | None = None,
+           limit: int | None = None,
            producer_id: int | None = None, on_batch=None) -> dict:
     """Send ``path`` to ``endpoint``. ``speed`` X replays X times faster than the log's own
     pace with timestamps rebased to now; ``speed=None`` sends as fast as the daemon takes
@@ -43,11 +43,10 @@ def replay(path: str, fmt: str, endpoint: str, *, speed: float | None = 1.0,
             if log0_us is None:
                 log0_us = int(recs["ts_us"][0])
             if speed is None:
-                if not keep_timestamps:
-                    recs["ts_us"] = time.time_ns() // 1000
+                recs["ts_us"] = time.time_ns() // 1000
                 pub.send_frame(wire.MsgType.REQUEST, recs)
             else:
-                _paced(pub, recs, log0_us, wall0_us, t_start, speed, keep_timestamps)
+                _paced(pub, recs, log0_us, wall0_us, t_start, speed)
             sent += len(recs)
             if on_batch:
                 on_batch(sent, stats)
@@ -58,10 +57,9 @@ def replay(path: str, fmt: str, endpoint: str, *, speed: float | None = 1.0,
             "events_per_s": round(sent / dur, 1) if dur > 0 else None}
 
 
-def _paced(pub, recs, log0_us, wall0_us, t_start, speed, keep_timestamps):
+def _paced(pub, recs, log0_us, wall0_us, t_start, speed):
     offset_s = (recs["ts_us"] - log0_us) / 1e6 / speed  # when each is due, from the start
-    if not keep_timestamps:
-        recs["ts_us"] = wall0_us + (offset_s * 1e6).astype(np.int64)
+    recs["ts_us"] = wall0_us + (offset_s * 1e6).astype(np.int64)
     i = 0
     while i < len(recs):
         wait = offset_s[i] - (time.monotonic() - t_start)

@@ -162,7 +162,7 @@ class Daemon:
             for t in ingest:
                 t.cancel()
             await asyncio.gather(*ingest, return_exceptions=True)
-            drained = sum(self._drain(s, 1 << 30) for s in [self.pull, *self.subs])
+            drained = await self._drain_until_quiet()
             self._publish_tick()
             for t in tasks:
                 t.cancel()
@@ -238,6 +238,20 @@ class Daemon:
             n += 1
         return n
 
+    async def _drain_until_quiet(self, quiet_s: float = 0.25, max_s: float = 10.0) -> int:
+        """Shutdown drain: take messages until none arrived for ``quiet_s`` (frames still
+        in flight from producers that just flushed get in), at most ``max_s``."""
+        socks = [self.pull, *self.subs]
+        poller = zmq.asyncio.Poller()
+        for s in socks:
+            poller.register(s, zmq.POLLIN)
+        n, deadline = 0, time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            if not await poller.poll(quiet_s * 1000):
+                break
+            n += sum(self._drain(s, 1 << 30) for s in socks)
+        return n
+
     def _handle(self, frames) -> None:
         c = self.counters
         c.frames += 1
@@ -257,7 +271,8 @@ class Daemon:
                                    f"sent sequence {hdr.sequence} after {last}")
                 return
         self.producers[hdr.producer] = hdr.sequence
-        codes = wire.validate(hdr.type, recs, now_us(), self._max_past_us, self._max_future_us)
+        now = now_us()
+        codes = wire.validate(hdr.type, recs, now, self._max_past_us, self._max_future_us)
         if codes is not None:
             counts = np.bincount(codes, minlength=len(wire.RECORD_REASONS))
             for code in np.flatnonzero(counts[1:]) + 1:
@@ -266,7 +281,7 @@ class Daemon:
                 self.rejections.warning(reason, "records rejected", type=hdr.type.name,
                                         producer=hdr.producer, count=int(counts[code]))
             recs = recs[codes == 0]
-        self.engine.apply(hdr.type, recs)
+        self.engine.apply(hdr.type, recs, now)
 
     def _reject_frame(self, reason: str, count: int, detail: str) -> None:
         self.counters.frames_rejected[reason] += 1

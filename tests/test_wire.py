@@ -261,8 +261,6 @@ def test_bad_record_size_nonzero_for_control(mtype):
            accept=ALL_TYPES)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: wire.decode_header raises BadRecordSize "
-                   "before decode() sets .count, so a readable header's count is lost")
 def test_bad_record_size_reports_declared_count():
     e = reject([header(MsgType.REQUEST, count=4, record_size=40), b"\0" * 160],
                errors.BadRecordSize, "bad_record_size")
@@ -598,21 +596,22 @@ def plausible_header(draw):
         MsgType(mtype) in wire.DTYPES else 0
     rsize = draw(st.one_of(st.just(base), st.integers(base, base + 16),
                            st.integers(0, 0xFFFF)))
-    magic = draw(st.one_of(st.just(wire.MAGIC), st.binary(min_size=4, max_size=4)))
-    version = draw(st.one_of(st.just(1), st.integers(0, 0xFFFF)))
-    count = draw(st.one_of(st.integers(0, 6), st.integers(0, 2**32 - 1)))
+    magic = draw(st.one_of(st.just(wire.MAGIC), st.just(wire.MAGIC), st.just(wire.MAGIC),
+                           st.binary(min_size=4, max_size=4)))
+    version = draw(st.one_of(st.just(1), st.just(1), st.just(1), st.integers(0, 0xFFFF)))
+    count = draw(st.one_of(st.integers(0, 6), st.integers(0, 6), st.integers(0, 2**32 - 1)))
     return wire.HEADER.pack(magic, version, mtype, rsize, draw(st.integers(0, 0xFFFF)), count,
                             draw(st.integers(0, 2**64 - 1)), draw(st.integers(0, 2**64 - 1)))
 
 
 @st.composite
 def frame_lists(draw):
-    n = draw(st.integers(1, 4))
+    n = draw(st.sampled_from([2, 2, 2, 2, 1, 3, 4]))
     frames = []
     for i in range(n):
-        if i == 0 and draw(st.booleans()):
+        if i == 0 and draw(st.sampled_from([True, True, True, False])):
             frames.append(draw(plausible_header()))
-        elif i == 1 and frames and len(frames[0]) == 32 and draw(st.booleans()):
+        elif i == 1 and len(frames[0]) == 32 and draw(st.sampled_from([True, True, False])):
             _, _, _, rs, _, cnt, _, _ = wire.HEADER.unpack(frames[0])
             size = rs * min(cnt, 6) + draw(st.sampled_from([0, 0, 0, -1, 1]))
             frames.append(draw(st.binary(min_size=max(size, 0), max_size=max(size, 0))))

@@ -1,8 +1,10 @@
 """Per-service request-rate buckets and Holt (level + damped trend) smoothing.
 
 Events add into a small ring of event-time buckets per service; buckets are closed
-(smoothed, then forgotten) once they are older than the lateness tolerance. Empty buckets
-close as zero demand. Events for buckets already closed are counted and dropped.
+(smoothed, recorded in the history ring, then forgotten) once they are older than the
+lateness tolerance. Empty buckets close as zero demand, except before a service's first
+non-empty bucket. Events for buckets already closed are counted and dropped; events
+stamped after ``max_bucket`` (the caller's clock) count in that bucket.
 """
 
 import numpy as np
@@ -12,14 +14,19 @@ from . import JIT
 
 
 @njit(**JIT)
-def close_until(s, until, ring_ids, ring_counts, closed, level, trend, n_obs,
-                alpha, beta, phi, bucket_s, out_slot, out_rate, n_out):
-    """Close buckets closed[s]+1 .. until of service ``s``; append (slot, rate) to out."""
+def close_until(s, until, ring_ids, ring_counts, closed, level, trend, n_obs, hist,
+                alpha, beta, phi, bucket_s):
+    """Close buckets closed[s]+1 .. until of service ``s``."""
     k = ring_ids.shape[1]
-    b = closed[s] + 1
-    while b <= until:
+    h = hist.shape[1]
+    for b in range(closed[s] + 1, until + 1):
         idx = b % k
-        c = ring_counts[s, idx] if ring_ids[s, idx] == b else 0.0
+        c = 0.0
+        if ring_ids[s, idx] == b:
+            c = ring_counts[s, idx]
+            ring_counts[s, idx] = 0.0
+        if n_obs[s] == 0 and c == 0.0:
+            continue  # the series starts at its first non-empty bucket
         rate = c / bucket_s
         if n_obs[s] == 0:
             level[s] = rate
@@ -28,46 +35,36 @@ def close_until(s, until, ring_ids, ring_counts, closed, level, trend, n_obs,
             prev = level[s]
             level[s] = alpha * rate + (1.0 - alpha) * (prev + phi * trend[s])
             trend[s] = beta * (level[s] - prev) + (1.0 - beta) * phi * trend[s]
+        hist[s, n_obs[s] % h] = rate
         n_obs[s] += 1
-        if ring_ids[s, idx] == b:
-            ring_counts[s, idx] = 0.0
-        if n_out < out_slot.shape[0]:
-            out_slot[n_out] = s
-            out_rate[n_out] = rate
-            n_out += 1
-        b += 1
     if until > closed[s]:
         closed[s] = until
-    return n_out
 
 
 @njit(**JIT)
-def accumulate(svc, ts, bucket_us, ring_ids, ring_counts, closed, latest,
-               level, trend, n_obs, alpha, beta, phi, bucket_s, late_dropped):
-    """Add one request per event into its service's bucket ring. Returns events dropped as
-    too late (their bucket was already closed)."""
+def accumulate(svc, ts, bucket_us, max_bucket, late, ring_ids, ring_counts, closed,
+               level, trend, n_obs, hist, alpha, beta, phi, bucket_s, late_dropped):
+    """Add one request per event into its service's bucket ring. A new service accepts
+    events down to ``late`` buckets before ``max_bucket``. Returns events dropped as late."""
     k = ring_ids.shape[1]
     dropped = 0
-    dummy_slot = np.empty(0, np.int64)
-    dummy_rate = np.empty(0, np.float64)
     for i in range(svc.shape[0]):
         s = svc[i]
         b = ts[i] // bucket_us
+        if b > max_bucket:
+            b = max_bucket
         if closed[s] < 0:
-            closed[s] = b - 1
+            closed[s] = max_bucket - late - 1
         if b <= closed[s]:
             dropped += 1
             late_dropped[s] += 1
             continue
-        if b > latest[s]:
-            latest[s] = b
+        if b - k > closed[s]:
+            # keep open buckets within one ring: close the oldest ones first
+            close_until(s, b - k, ring_ids, ring_counts, closed, level, trend, n_obs, hist,
+                        alpha, beta, phi, bucket_s)
         idx = b % k
-        rb = ring_ids[s, idx]
-        if rb != b:
-            if rb > closed[s]:
-                # the ring cell still holds an open older bucket: close up to it first
-                close_until(s, b - k, ring_ids, ring_counts, closed, level, trend, n_obs,
-                            alpha, beta, phi, bucket_s, dummy_slot, dummy_rate, 0)
+        if ring_ids[s, idx] != b:
             ring_ids[s, idx] = b
             ring_counts[s, idx] = 0.0
         ring_counts[s, idx] += 1.0
@@ -75,17 +72,13 @@ def accumulate(svc, ts, bucket_us, ring_ids, ring_counts, closed, latest,
 
 
 @njit(**JIT)
-def close_all(n, until, ring_ids, ring_counts, closed, level, trend, n_obs,
-              alpha, beta, phi, bucket_s, out_slot, out_rate):
-    """Close every service's buckets up to ``until``; returns how many (slot, rate) pairs
-    were written to out."""
-    n_out = 0
+def close_all(n, until, ring_ids, ring_counts, closed, level, trend, n_obs, hist,
+              alpha, beta, phi, bucket_s):
+    """Close every service's buckets up to ``until``."""
     for s in range(n):
-        if closed[s] < 0 or closed[s] >= until:
-            continue
-        n_out = close_until(s, until, ring_ids, ring_counts, closed, level, trend, n_obs,
-                            alpha, beta, phi, bucket_s, out_slot, out_rate, n_out)
-    return n_out
+        if closed[s] >= 0 and closed[s] < until:
+            close_until(s, until, ring_ids, ring_counts, closed, level, trend, n_obs, hist,
+                        alpha, beta, phi, bucket_s)
 
 
 @njit(**JIT)
