@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="daemon + NASA replay + live delta table")
     d.add_argument("--trace", required=True, help="NASA access log (TSV)")
-    d.add_argument("--speed", type=float, default=600.0)
+    d.add_argument("--speed", type=float, default=900.0, help="replay speed-up (900: the "
+                   "13-hour log in under a minute)")
     d.add_argument("--http", default="127.0.0.1:0")
     d.set_defaults(fn=cmd_demo)
     return p

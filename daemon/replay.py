@@ -45,11 +45,14 @@ def replay(path: str, fmt: str, endpoint: str, *, speed: float | None = 1.0,
             if speed is None:
                 recs["ts_us"] = time.time_ns() // 1000
                 pub.send_frame(wire.MsgType.REQUEST, recs)
+                sent += len(recs)
+                if on_batch:
+                    on_batch(sent, stats)
             else:
-                _paced(pub, recs, log0_us, wall0_us, t_start, speed)
-            sent += len(recs)
-            if on_batch:
-                on_batch(sent, stats)
+                for n in _paced(pub, recs, log0_us, wall0_us, t_start, speed):
+                    sent += n
+                    if on_batch:
+                        on_batch(sent, stats)
     dur = time.monotonic() - t_start
     return {"sent": sent, "rejected": stats.skipped_total, "rejected_by_reason": stats.skipped,
             "lines": stats.lines, "names_sent": names_sent, "frames": pub.frames_sent,
@@ -58,6 +61,7 @@ def replay(path: str, fmt: str, endpoint: str, *, speed: float | None = 1.0,
 
 
 def _paced(pub, recs, log0_us, wall0_us, t_start, speed):
+    """Send ``recs`` as frames at their due times; yields the size of each frame sent."""
     offset_s = (recs["ts_us"] - log0_us) / 1e6 / speed  # when each is due, from the start
     recs["ts_us"] = wall0_us + (offset_s * 1e6).astype(np.int64)
     i = 0
@@ -68,4 +72,5 @@ def _paced(pub, recs, log0_us, wall0_us, t_start, speed):
         now = time.monotonic() - t_start
         j = max(i + 1, int(np.searchsorted(offset_s, now + CHUNK_S, side="right")))
         pub.send_frame(wire.MsgType.REQUEST, recs[i:j])
+        yield j - i
         i = j

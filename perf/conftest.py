@@ -1,27 +1,56 @@
-"""Shared fixtures of the perf suite: seeded frames, a daemon config, and a summary of the
-rates each benchmark stored in ``benchmark.extra_info`` (the table does not show them)."""
+"""Shared fixtures of the perf suite: seeded frames, a pinned clock, a daemon config, and a
+summary of the rates each benchmark stored in ``benchmark.extra_info`` (the table does not
+show them).
+
+The clock: every benchmark ingests at ``NOW_US``, a fixed instant (``Engine.apply`` gets
+it; the daemon's ``now_us`` is pinned to it), and every record is stamped in the second
+before it. The engine accepts a service's first events down to ``model.late_buckets``
+buckets before the caller's clock, so with the wall clock the seconds a session has run
+would decide how much of the (session-wide) stream is dropped as late; pinned, none is,
+on every machine, and the bytes are the same everywhere.
+"""
 
 from __future__ import annotations
 
 import statistics
 
+import numpy as np
 import pytest
 
 import workloads as wl
 
 from bae_core import config, wire
 from bae_core.engine import Engine
+from daemon import server
+
+# 0.4 s into a rate bucket (bucket_s 10 s), so the second before it spans the boundary
+NOW_US = 1_700_000_000 * 10**6 + 400_000
+SPREAD_US = 1_000_000
+assert NOW_US % wl.BUCKET_US == 400_000 < SPREAD_US
 
 _summary: list[str] = []
+
+
+def _requests(users: np.ndarray) -> np.ndarray:
+    """``wl.requests`` at ``NOW_US``, stamped uniformly over the ``SPREAD_US`` before it
+    (in stream order, so shuffled across the bucket boundary: ~40% of the events, and some
+    services' first events, are in the bucket before ``NOW_US``'s)."""
+    recs = wl.requests(users, NOW_US)
+    rng = np.random.default_rng([wl.SEED, 4])
+    recs["ts_us"] = NOW_US - rng.integers(0, SPREAD_US, len(recs))
+    return recs
 
 
 @pytest.fixture(scope="session")
 def stream():
     """The shared bytes of benchmarks 1 and 2: REQUEST records of Zipf users, cut into
     body frames of 1,024 records and of 1 record."""
-    recs = wl.requests(wl.zipf_users(wl.FRAMES * wl.RECORDS_PER_FRAME))
-    assert wire.validate(wire.MsgType.REQUEST, recs, int(recs["ts_us"].max()), 3600 * 10**6,
+    recs = _requests(wl.zipf_users(wl.FRAMES * wl.RECORDS_PER_FRAME))
+    assert wire.validate(wire.MsgType.REQUEST, recs, NOW_US, 3600 * 10**6,
                          300 * 10**6) is None, "generated records must all be valid"
+    buckets = np.unique(recs["ts_us"] // wl.BUCKET_US).tolist()
+    assert buckets == [NOW_US // wl.BUCKET_US - 1, NOW_US // wl.BUCKET_US]
+    assert len(np.unique(recs["ts_us"][:wl.SINGLE] // wl.BUCKET_US)) == 2
     return {
         "records": recs,
         1024: wl.bodies(recs, wl.RECORDS_PER_FRAME),
@@ -33,9 +62,22 @@ def stream():
 def warm_kernels():
     """Load (or compile, on a cold numba cache) every kernel of the request path once, so
     no round pays for it."""
-    recs = wl.requests(wl.zipf_users(2048))
-    Engine(config.validate({})).apply(wire.MsgType.REQUEST, recs)
-    wire.validate(wire.MsgType.REQUEST, recs, int(recs["ts_us"].max()), 10**9, 10**9)
+    recs = _requests(wl.zipf_users(2048))
+    Engine(config.validate({})).apply(wire.MsgType.REQUEST, recs, NOW_US)
+    wire.validate(wire.MsgType.REQUEST, recs, NOW_US, 10**9, 10**9)
+
+
+@pytest.fixture(scope="session")
+def make_requests():
+    """``make_requests(users)``: REQUEST records stamped in the second before ``NOW_US``."""
+    return _requests
+
+
+@pytest.fixture
+def clock(monkeypatch) -> int:
+    """Pins the daemon's clock (``daemon.server.now_us``) to ``NOW_US``; returns it."""
+    monkeypatch.setattr(server, "now_us", lambda: NOW_US)
+    return NOW_US
 
 
 @pytest.fixture

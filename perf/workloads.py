@@ -8,8 +8,9 @@ every machine (numpy's PCG64 ``default_rng``), so two runs differ only in the ma
 * Popularity: bounded Zipf over the users (rank k drawn with weight 1/k**ZIPF_S, the rank
   order itself a seeded permutation of the ids) or uniform.
 * Services: ``N_SERVICES`` (~50) random u32 ids with a milder Zipf skew.
-* Timestamps: "near now", spread over the second before ``now_us`` (the daemon rejects
-  records more than ``ingest.max_past_s`` old; a whole ``make bench`` fits well inside).
+* Timestamps: "near now", spread over one second at most ~10 s before the call, inside
+  one rate bucket (the daemon rejects records more than ``ingest.max_past_s`` old; a
+  whole ``make bench`` fits well inside).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ SERVICE_ZIPF_S = 0.8
 RECORDS_PER_FRAME = 1024
 FRAMES = 2000  # messages per round of the 1,024-record benchmarks: 2,048,000 events
 SINGLE = 20000  # messages per round of the one-event-per-message baseline
+BUCKET_US = 10_000_000  # config default model.bucket_s
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -73,20 +75,24 @@ def draw_ranks(rng: np.random.Generator, size: int, n: int, dist: str,
 
 
 def requests(users: np.ndarray, now_us: int | None = None, *, seed: int = SEED,
-             spread_us: int = 1_000_000, n_services: int = N_SERVICES) -> np.ndarray:
+             spread_us: int = 1_000_000, bucket_us: int = BUCKET_US,
+             n_services: int = N_SERVICES) -> np.ndarray:
     """REQUEST records, one per entry of ``users`` (user ids, in stream order).
 
     Every record passes ``wire.validate``: finite non-negative latency, status <= 999, ids
-    other than NO_ID, timestamps in [now - spread, now]."""
+    other than NO_ID, timestamps in a ``spread_us`` window ending at ``now`` (within the
+    engine's lateness tolerance, so none is dropped as late)."""
     rng = np.random.default_rng([seed, 1])
     n = len(users)
     now_us = time.time_ns() // 1000 if now_us is None else now_us
+    assert spread_us <= bucket_us
+    lo = now_us - spread_us
     services = np.unique(splitmix64(np.arange(n_services, dtype=np.uint64) + np.uint64(seed))
                          >> np.uint64(40)).astype(np.uint32) + np.uint32(1)
     assert len(services) == n_services  # distinct, never wire.ALL
     services = services[rng.permutation(n_services)]
     r = np.zeros(n, wire.REQUEST)
-    r["ts_us"] = now_us - rng.integers(0, spread_us, n)
+    r["ts_us"] = lo + rng.integers(0, spread_us, n)
     r["user"] = users
     r["resource"] = draw_ranks(rng, n, N_RESOURCES, "zipf", 1.0)
     r["bytes"] = rng.lognormal(8.0, 1.5, n).astype(np.uint64)
