@@ -73,7 +73,7 @@ def holt(series, alpha, beta, phi):
             level, trend = y, 0.0
         else:
             prev = level
-            level = alpha * y + (1 - alpha) * (prev + phi * trend)
+            level = max(0.0, alpha * y + (1 - alpha) * (prev + phi * trend))  # a rate
             trend = beta * (level - prev) + (1 - beta) * phi * trend
     return level, trend
 

@@ -1,4 +1,5 @@
-"""Per-service request-rate buckets and Holt (level + damped trend) smoothing.
+"""Per-service request-rate buckets and Holt (level + damped trend) smoothing; the level
+is a rate, so it never goes below zero.
 
 Events add into a small ring of event-time buckets per service; buckets are closed
 (smoothed, recorded in the history ring, then forgotten) once they are older than the
@@ -33,7 +34,7 @@ def close_until(s, until, ring_ids, ring_counts, closed, level, trend, n_obs, hi
             trend[s] = 0.0
         else:
             prev = level[s]
-            level[s] = alpha * rate + (1.0 - alpha) * (prev + phi * trend[s])
+            level[s] = max(0.0, alpha * rate + (1.0 - alpha) * (prev + phi * trend[s]))
             trend[s] = beta * (level[s] - prev) + (1.0 - beta) * phi * trend[s]
         hist[s, n_obs[s] % h] = rate
         n_obs[s] += 1
