@@ -68,6 +68,9 @@ def _choice(*options):
 SCHEMA: dict[str, dict[str, Key]] = {
     "ingest": {
         "endpoint": Key(str, "tcp://127.0.0.1:5555", "PULL socket producers PUSH to", _endpoint),
+        "durable_endpoint": Key(str, "tcp://127.0.0.1:5558", "ROUTER socket for durable "
+                                "producers: each message is acknowledged once journaled "
+                                "(empty: off)", lambda v: _endpoint(v) if v else None),
         "subscribe": Key(list, [], "producer PUB endpoints to SUB to", _endpoints),
         "hwm": Key(int, 1000, "receive high-water mark in messages (back-pressure)",
                    _range(1)),
@@ -114,9 +117,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "state": {
         "data_dir": Key(str, "./bae-data", "LMDB folder"),
-        "checkpoint_interval_s": Key(float, 60.0, "periodic checkpoint (0: only at exit)",
-                                     _range(0)),
-        "map_size_mb": Key(int, 1024, "initial LMDB map size", _range(1)),
+        "checkpoint_interval_s": Key(float, 60.0, "checkpoint every this many seconds "
+                                     "(0: only at exit)", _range(0)),
+        "checkpoint_events": Key(int, 10_000_000, "...or after this many accepted events "
+                                 "(0: off)", _range(0)),
+        "map_size_mb": Key(int, 1024, "initial LMDB map size (grows when full)", _range(1)),
+        "max_map_size_mb": Key(int, 0, "never grow the LMDB map past this (0: no limit)",
+                               _range(0)),
+        "user_ttl_s": Key(float, 86400.0, "evict users idle this long, folding them into "
+                          "their segment (0: never)", _range(0)),
+    },
+    "journal": {
+        "enabled": Key(bool, True, "append accepted events to the journal (recovery, "
+                       "durable ingest, training data)"),
+        "dir": Key(str, "", "journal folder (empty: DATA_DIR/journal)"),
+        "segment_mb": Key(int, 64, "segment file size", _range(1, 4096)),
+        "retention_hours": Key(float, 168.0, "delete segments older than this", _range(0)),
+        "retention_gb": Key(float, 10.0, "keep at most this much journal", _range(0)),
+        "fsync": Key(bool, False, "fsync before acknowledging (survives power loss, not "
+                     "just a crash of the daemon)"),
     },
     "security": {
         "curve": Key(bool, False, "CURVE-encrypt and authenticate every socket"),
@@ -193,6 +212,10 @@ def validate(doc: dict[str, Any] | None = None) -> Config:
     if p.min_replicas > p.max_replicas:
         raise ConfigError("policy.min_replicas", f"{p.min_replicas} exceeds max_replicas "
                           f"{p.max_replicas}", "lower min_replicas or raise max_replicas")
+    if out.ingest.durable_endpoint and not out.journal.enabled:
+        raise ConfigError("ingest.durable_endpoint", "needs the journal (acknowledgements "
+                          "mean 'journaled')", "set journal.enabled = true or "
+                          "ingest.durable_endpoint = \"\"")
     if out.security.curve and not out.security.server_secret_key:
         raise ConfigError("security.server_secret_key", "is empty while security.curve is on",
                           "create keys with 'bae keygen DIR' and point this key at "
@@ -210,6 +233,8 @@ def _endpoint_keys(cfg: Config):
     yield "ingest.endpoint", cfg.ingest.endpoint
     yield "publish.endpoint", cfg.publish.endpoint
     yield "publish.snapshot_endpoint", cfg.publish.snapshot_endpoint
+    if cfg.ingest.durable_endpoint:
+        yield "ingest.durable_endpoint", cfg.ingest.durable_endpoint
     for ep in cfg.ingest.subscribe:
         yield "ingest.subscribe", ep
 

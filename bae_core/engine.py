@@ -10,75 +10,11 @@ import numpy as np
 
 from . import policy, wire
 from .kernels import rates
-from .slots import SlotMap
+from .kernels import users as user_kernels
+from .slots import EMPTY
+from .state import CHUNK, Segments, Services, Users
 
 MAX_CAMPAIGNS = 4096
-
-
-def _grow(a: np.ndarray, n: int, fill) -> np.ndarray:
-    if len(a) >= n:
-        return a
-    out = np.full((max(n, 2 * len(a)),) + a.shape[1:], fill, a.dtype)
-    out[: len(a)] = a
-    return out
-
-
-class Users:
-    """Columnar per-user state, indexed by slot."""
-
-    FIELDS = {"requests": (np.int64, 0), "last_seen_us": (np.int64, 0),
-              "segment": (np.uint32, 0), "tier": (np.uint8, 0)}
-
-    def __init__(self, capacity: int = 1024):
-        self.slots = SlotMap(capacity)
-        for f, (dt, fill) in self.FIELDS.items():
-            setattr(self, f, np.full(self.slots.capacity, fill, dt))
-
-    def ensure(self) -> None:
-        n = self.slots.capacity
-        if len(self.requests) >= n:
-            return
-        for f, (_, fill) in self.FIELDS.items():
-            setattr(self, f, _grow(getattr(self, f), n, fill))
-
-    def __len__(self) -> int:
-        return len(self.slots)
-
-
-class Services:
-    """Columnar per-service state: bucket rings, smoothing, capacity and allocation."""
-
-    FIELDS = {
-        "closed": (np.int64, -1), "level": (np.float64, 0.0),
-        "trend": (np.float64, 0.0), "n_obs": (np.int64, 0), "late_dropped": (np.int64, 0),
-        "requests": (np.int64, 0), "errors": (np.int64, 0), "bytes": (np.float64, 0.0),
-        "latency_ms": (np.float64, 0.0), "observed_replicas": (np.uint32, 0),
-        "cpu": (np.float64, 0.0), "learned_rps_per_replica": (np.float64, 0.0),
-        "desired": (np.int64, 0), "published": (np.int64, -1),
-        "down_since_us": (np.int64, -1), "down_max": (np.int64, 0),
-    }
-
-    def __init__(self, ring: int, history: int, capacity: int = 64):
-        self.slots = SlotMap(capacity)
-        self.ring = ring
-        for f, (dt, fill) in self.FIELDS.items():
-            setattr(self, f, np.full(self.slots.capacity, fill, dt))
-        self.ring_ids = np.full((self.slots.capacity, ring), -1, np.int64)
-        self.ring_counts = np.zeros((self.slots.capacity, ring), np.float64)
-        self.hist = np.zeros((self.slots.capacity, history), np.float64)  # closed rates
-
-    def ensure(self) -> None:
-        n = self.slots.capacity
-        if len(self.closed) >= n:
-            return
-        for f, (_, fill) in self.FIELDS.items():
-            setattr(self, f, _grow(getattr(self, f), n, fill))
-        self.ring_ids = _grow(self.ring_ids, n, -1)
-        self.ring_counts = _grow(self.ring_counts, n, 0.0)
-        self.hist = _grow(self.hist, n, 0.0)
-
-    def __len__(self) -> int:
-        return len(self.slots)
 
 
 class Engine:
@@ -90,9 +26,13 @@ class Engine:
         m = cfg.model
         self.bucket_us = int(m.bucket_s * 1e6)
         self.users = Users()
+        self.segments = Segments(64)
         self.services = Services(ring=m.late_buckets + 4, history=m.history)
         self.names: dict[int, dict[int, str]] = {k: {} for k in wire.NameKind}
-        self.new_names: list[np.ndarray] = []  # NAME records to publish
+        self.new_names: list[np.ndarray] = []  # service NAME records to publish
+        self.unsaved_names: list[np.ndarray] = []  # NAME records since the last checkpoint
+        self.names_saved = 0  # NAME chunks written by earlier checkpoints
+        self.evicted = 0
         self.campaigns = np.zeros(0, wire.CONTEXT)
         self.accepted = {t: 0 for t in wire.INPUT_TYPES}
         self.late_dropped = 0
@@ -119,11 +59,11 @@ class Engine:
     def _requests(self, r: np.ndarray, now_us: int) -> None:
         users, svcs, m = self.users, self.services, self.cfg.model
         ts = r["ts_us"]
-        u = users.slots.slots_for(r["user"])
-        users.ensure()
-        rates.touch_users(u, ts, users.requests, users.last_seen_us)
-        s = svcs.slots.slots_for(r["service"].astype(np.uint64))
-        svcs.ensure()
+        u = users.assign(r["user"])
+        user_kernels.touch(u, ts, users.requests, users.last_seen_us, users.hourly,
+                           users.dirty, CHUNK)
+        users.recent.push_batch(u, ts / 1e6)
+        s = svcs.assign(r["service"].astype(np.uint64))
         self.late_dropped += rates.accumulate(
             s, ts, self.bucket_us, now_us // self.bucket_us, m.late_buckets, svcs.ring_ids,
             svcs.ring_counts, svcs.closed, svcs.level, svcs.trend, svcs.n_obs, svcs.hist,
@@ -133,8 +73,7 @@ class Engine:
 
     def _metrics(self, r: np.ndarray) -> None:
         svcs = self.services
-        s = svcs.slots.slots_for(r["service"].astype(np.uint64))
-        svcs.ensure()
+        s = svcs.assign(r["service"].astype(np.uint64))
         svcs.observed_replicas[s] = r["replicas"]
         svcs.cpu[s] = r["cpu"]
         # requests per replica at the target utilisation, from the current smoothed rate
@@ -148,10 +87,11 @@ class Engine:
 
     def _profiles(self, r: np.ndarray) -> None:
         users = self.users
-        u = users.slots.slots_for(r["user"])
-        users.ensure()
+        u = users.assign(r["user"])
         users.segment[u] = r["segment"]
         users.tier[u] = r["tier"]
+        users.mark(u)
+        self.segments.assign(r["segment"].astype(np.uint64))
 
     def _contexts(self, r: np.ndarray) -> None:
         c = np.concatenate([self.campaigns, r.astype(wire.CONTEXT)])
@@ -160,16 +100,36 @@ class Engine:
     def _names(self, r: np.ndarray) -> None:
         for rec in r:
             self.names[int(rec["kind"])][int(rec["id"])] = wire.name_str(rec)
+        self.unsaved_names.append(r.astype(wire.NAME))
         svc = r[r["kind"] == wire.NameKind.SERVICE]
         if len(svc):
             self.new_names.append(svc.astype(wire.NAME))
+
+    def evict(self, now_us: int, ttl_us: int) -> int:
+        """Fold users idle for ``ttl_us`` into their segment's aggregates and free their
+        slots for reuse. Returns how many were evicted."""
+        users, segs = self.users, self.segments
+        out = np.empty(users.rows, np.int64)
+        n = user_kernels.idle(users.slots.ids[: users.rows], users.last_seen_us, EMPTY,
+                              now_us - ttl_us, out)
+        if n == 0:
+            return 0
+        gone = out[:n]
+        g = segs.assign(users.segment[gone].astype(np.uint64))
+        user_kernels.fold(gone, g, users.requests, users.hourly, segs.requests,
+                          segs.users_evicted, segs.hourly)
+        segs.mark(g)
+        users.slots.release(slots=gone)
+        users.reset(gone)
+        self.evicted += n
+        return n
 
     # ---- decisions ----------------------------------------------------------------
     def tick(self, now_us: int) -> np.ndarray:
         """Close finished buckets, forecast, and return ALLOCATION records for the services
         whose allocation passed hysteresis (the caller publishes them)."""
         svcs, m, p = self.services, self.cfg.model, self.cfg.policy
-        n = len(svcs)
+        n = svcs.rows
         self.last_tick_us = now_us
         self._drop_expired_campaigns(now_us)
         until = now_us // self.bucket_us - m.late_buckets - 1
@@ -213,7 +173,7 @@ class Engine:
     def campaign_multipliers(self, now_us: int) -> np.ndarray:
         """Per service slot, the largest multiplier among campaigns active at ``now_us``
         that name the service or all services (1.0 when none)."""
-        n = len(self.services)
+        n = self.services.rows
         mult = np.ones(n)
         c = self.campaigns
         if len(c) == 0 or n == 0:
@@ -233,55 +193,50 @@ class Engine:
             self.campaigns = self.campaigns[self.campaigns["end_us"] > now_us]
 
     # ---- checkpoints --------------------------------------------------------------
-    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """Copies of everything needed to resume: JSON-able metadata and named arrays."""
-        u, s = self.users, self.services
-        nu, ns = len(u), len(s)
-        arrays = {"users.ids": u.slots.ids[:nu].copy(),
-                  "services.ids": s.slots.ids[:ns].copy(),
-                  "services.ring_ids": s.ring_ids[:ns].copy(),
-                  "services.ring_counts": s.ring_counts[:ns].copy(),
-                  "services.hist": s.hist[:ns].copy(),
-                  "campaigns": self.campaigns.copy()}
-        for f in Users.FIELDS:
-            arrays[f"users.{f}"] = getattr(u, f)[:nu].copy()
-        for f in Services.FIELDS:
-            arrays[f"services.{f}"] = getattr(s, f)[:ns].copy()
-        meta = {"accepted": {t.name: n for t, n in self.accepted.items()},
-                "late_dropped": self.late_dropped,
-                "names": {k.name: {str(i): v for i, v in d.items()}
-                          for k, d in self.names.items()}}
-        return meta, arrays
+    def state_parts(self, full: bool = False):
+        """Yield (key, array copy) pieces of the state, user rows in chunks and only the
+        chunks changed since the last call unless ``full``; then ("meta", dict)."""
+        yield from self.users.parts("users", dirty_only=not full)
+        yield from self.segments.parts("segments", dirty_only=False)
+        yield from self.services.parts("services", dirty_only=False)
+        yield "campaigns", self.campaigns.copy()
+        pending = self.unsaved_names
+        self.unsaved_names = []
+        if full:  # one chunk with every name, replacing the earlier ones
+            self.names_saved = 0
+            pending = [wire.make_names(k, list(d), list(d.values()))
+                       for k, d in self.names.items() if d]
+        if pending:
+            yield f"names.{self.names_saved:08d}", np.concatenate(pending)
+            self.names_saved += 1
+        yield "meta", {"accepted": {t.name: n for t, n in self.accepted.items()},
+                       "late_dropped": self.late_dropped, "evicted": self.evicted,
+                       "names_saved": self.names_saved}
+
+    def state(self, full: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+        """``state_parts`` gathered at once: (meta, arrays)."""
+        arrays = dict(self.state_parts(full=full))
+        return arrays.pop("meta"), arrays
 
     def restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
-        """Load what ``state`` returned (into a fresh engine)."""
-        u, s = self.users, self.services
-        u.slots = SlotMap.from_state({"ids": arrays["users.ids"]})
-        u.ensure()
-        for f in Users.FIELDS:
-            getattr(u, f)[: len(u)] = arrays[f"users.{f}"]
-        s.slots = SlotMap.from_state({"ids": arrays["services.ids"]})
-        s.ensure()
-        ns = len(s)
-        for f in Services.FIELDS:
-            getattr(s, f)[:ns] = arrays[f"services.{f}"]
-        ring = arrays["services.ring_ids"].shape[1] if ns else s.ring
-        if ring == s.ring:
-            s.ring_ids[:ns] = arrays["services.ring_ids"]
-            s.ring_counts[:ns] = arrays["services.ring_counts"]
-        if arrays["services.hist"].shape[1:] == s.hist.shape[1:]:
-            s.hist[:ns] = arrays["services.hist"]
+        """Load what ``state_parts`` produced (into a fresh engine)."""
+        self.users.load("users", arrays)
+        self.segments.load("segments", arrays)
+        self.services.load("services", arrays)
         self.campaigns = arrays["campaigns"].astype(wire.CONTEXT)
         self.accepted.update({wire.MsgType[k]: n for k, n in meta["accepted"].items()})
         self.late_dropped = meta["late_dropped"]
-        for k, d in meta["names"].items():
-            self.names[wire.NameKind[k]] = {int(i): v for i, v in d.items()}
+        self.evicted = meta.get("evicted", 0)
+        self.names_saved = meta.get("names_saved", 0)
+        for i in range(self.names_saved):
+            for rec in arrays.get(f"names.{i:08d}", ()):
+                self.names[int(rec["kind"])][int(rec["id"])] = wire.name_str(rec)
 
     # ---- views --------------------------------------------------------------------
     def allocations(self, now_us: int) -> np.ndarray:
         """The last published allocation of every service (for snapshots)."""
         svcs = self.services
-        n = len(svcs)
+        n = svcs.rows
         pub = np.flatnonzero(svcs.published[:n] >= 0)
         out = np.zeros(len(pub), wire.ALLOCATION)
         out["ts_us"] = now_us
@@ -347,5 +302,6 @@ class Engine:
 
     def stats(self) -> dict:
         return {"users": len(self.users), "services": len(self.services),
+                "segments": len(self.segments), "users_evicted": self.evicted,
                 "late_dropped": self.late_dropped,
                 "active_campaigns": len(self.campaigns)}

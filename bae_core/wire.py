@@ -28,6 +28,8 @@ NO_ID = 0xFFFFFFFFFFFFFFFF  # reserved: never a valid user or resource id
 NAME_BYTES = 54
 
 FLAG_ADVISORY = 0x0001  # output: shadow mode, the balancer should log, not act
+FLAG_REJECTED = 0x0002  # ACK: the message was rejected for good; do not resend it
+FLAG_DUPLICATE = 0x0004  # ACK: already in the journal; acknowledged again
 
 
 class MsgType(IntEnum):
@@ -46,6 +48,7 @@ class MsgType(IntEnum):
     SNAPSHOT_REQUEST = 32
     SNAPSHOT_END = 33
     HEARTBEAT = 34
+    ACK = 35  # durable ingest: the message (producer, sequence) is in the journal
 
 
 class NameKind(IntEnum):
@@ -137,7 +140,8 @@ DTYPES: dict[MsgType, np.dtype] = {
 }
 INPUT_TYPES = frozenset({MsgType.REQUEST, MsgType.METRIC, MsgType.CONTEXT, MsgType.PROFILE,
                          MsgType.NAME})
-CONTROL_TYPES = frozenset({MsgType.SNAPSHOT_REQUEST, MsgType.SNAPSHOT_END, MsgType.HEARTBEAT})
+CONTROL_TYPES = frozenset({MsgType.SNAPSHOT_REQUEST, MsgType.SNAPSHOT_END, MsgType.HEARTBEAT,
+                           MsgType.ACK})
 TOPICS: dict[MsgType, bytes] = {
     MsgType.ALLOCATION: b"alloc", MsgType.PREWARM: b"prewarm", MsgType.TIER: b"tier",
     MsgType.PREFETCH: b"prefetch", MsgType.NAME: b"name", MsgType.HEARTBEAT: b"hb",

@@ -71,10 +71,18 @@ def cmd_keygen(args) -> int:
 def cmd_replay(args) -> int:
     from .replay import replay
 
-    result = replay(args.file, args.format, args.to, speed=None if args.max else args.speed,
-                    limit=args.limit)
+    if bool(args.file) == bool(args.from_journal):
+        raise ConfigError("replay", "give either a log FILE (with --format) or "
+                          "--from-journal DIR", "see 'bae replay --help'")
+    if args.file and not args.format:
+        raise ConfigError("--format", "missing", "say which log format FILE is: nasa, clf "
+                          "or csv")
+    to = args.to or ("tcp://127.0.0.1:5558" if args.durable else "tcp://127.0.0.1:5555")
+    result = replay(args.file or args.from_journal, args.format or "journal", to,
+                    speed=None if args.max else args.speed, limit=args.limit,
+                    durable=args.durable)
     print(json.dumps(result))
-    return 0
+    return 0 if result.get("unacked", 0) == 0 else 1
 
 
 def cmd_demo(args) -> int:
@@ -106,10 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--name", default="server")
     k.set_defaults(fn=cmd_keygen)
 
-    rp = sub.add_parser("replay", help="send an access log to the daemon as events")
-    rp.add_argument("file")
-    rp.add_argument("--format", choices=["nasa", "clf", "csv"], required=True)
-    rp.add_argument("--to", default="tcp://127.0.0.1:5555", help="ingest endpoint")
+    rp = sub.add_parser("replay", help="send an access log, or a journal's history, to the "
+                        "daemon as events")
+    rp.add_argument("file", nargs="?")
+    rp.add_argument("--format", choices=["nasa", "clf", "csv"])
+    rp.add_argument("--from-journal", metavar="DIR", help="send the events a journal holds")
+    rp.add_argument("--to", help="ingest endpoint (default tcp://127.0.0.1:5555, or the "
+                    "durable tcp://127.0.0.1:5558 with --durable)")
+    rp.add_argument("--durable", action="store_true", help="wait for the daemon to "
+                    "acknowledge every frame as journaled; exit 1 if some never are")
     g = rp.add_mutually_exclusive_group()
     g.add_argument("--speed", type=float, default=1.0, help="replay X times faster than "
                    "the log's own pace")

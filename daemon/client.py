@@ -34,26 +34,38 @@ def _curve_client(sock: zmq.Socket, server_public_key: str | None, client_cert: 
 
 
 class EventPublisher:
-    """Batches records into v1 frames and PUSHes them to the daemon.
+    """Batches records into v1 frames and sends them to the daemon.
 
     Records of each input type collect in a preallocated array; a frame leaves when
     ``batch`` records are waiting or the oldest waiting record is older than
     ``max_delay_s`` (checked on every add), and on ``flush``/``close``. Each frame carries
-    this producer's id and the next sequence number. PUSH blocks when the daemon's
-    high-water mark is reached: back-pressure, not loss.
+    this producer's id and the next sequence number.
+
+    Plain mode PUSHes to the ingest endpoint; it blocks when the daemon's high-water mark
+    is reached (back-pressure, not loss), but a frame still in flight when the daemon
+    dies is lost. ``durable=True`` talks DEALER to the daemon's durable endpoint and keeps
+    every frame until the daemon acknowledges it as journaled: at most ``max_in_flight``
+    frames wait at once, and when no acknowledgement arrives for ``retry_s`` all waiting
+    frames are sent again in order (the daemon drops the duplicates).
     """
 
     def __init__(self, endpoint: str, *, producer_id: int | None = None, batch: int = 1024,
                  max_delay_s: float = 0.05, sndhwm: int = 1000, send_timeout_s: float = 30.0,
                  context: zmq.Context | None = None, server_public_key: str | None = None,
-                 client_cert: str | None = None):
+                 client_cert: str | None = None, durable: bool = False,
+                 max_in_flight: int = 256, retry_s: float = 1.0):
         self.producer_id = (int.from_bytes(os.urandom(8), "little") if producer_id is None
                             else producer_id)
         self.sequence = 0
         self.batch = batch
         self.max_delay_s = max_delay_s
+        self.durable = durable
+        self.max_in_flight, self.retry_s = max_in_flight, retry_s
+        self._unacked: dict[int, list] = {}  # sequence -> frames, in send order
+        self._last_progress = time.monotonic()
+        self.acked = self.rejected = self.resent = 0
         self._ctx = context or zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.PUSH)
+        self._sock = self._ctx.socket(zmq.DEALER if durable else zmq.PUSH)
         self._sock.sndhwm = sndhwm
         self._sock.sndtimeo = int(send_timeout_s * 1000)
         self._sock.linger = int(send_timeout_s * 1000)
@@ -84,11 +96,61 @@ class EventPublisher:
     def send_frame(self, mtype: wire.MsgType, records: np.ndarray | None,
                    flags: int = 0) -> None:
         """Send ``records`` as one frame now, bypassing the batch buffers."""
-        self._sock.send_multipart(wire.encode(mtype, records, self.producer_id, self.sequence,
-                                              flags), copy=False)
+        frames = wire.encode(mtype, records, self.producer_id, self.sequence, flags)
+        if self.durable:
+            self._wait_acks(self.max_in_flight - 1)
+            if not self._unacked:
+                self._last_progress = time.monotonic()
+            self._unacked[self.sequence] = frames
+        self._sock.send_multipart(frames, copy=False)
         self.sequence += 1
         self.frames_sent += 1
         self.records_sent += 0 if records is None else len(records)
+
+    @property
+    def unacked(self) -> int:
+        """Durable frames sent but not yet acknowledged."""
+        return len(self._unacked)
+
+    def _wait_acks(self, at_most: int, timeout_s: float | None = None) -> bool:
+        """Read acknowledgements until at most ``at_most`` frames wait (resending after
+        ``retry_s`` without progress). False if ``timeout_s`` passed first."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            self._read_acks(0)
+            if len(self._unacked) <= at_most:
+                return True
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            if now - self._last_progress >= self.retry_s:
+                for frames in list(self._unacked.values()):
+                    self._sock.send_multipart(frames, copy=False)
+                self.resent += len(self._unacked)
+                self._last_progress = now
+            self._read_acks(50)
+
+    def _read_acks(self, timeout_ms: int) -> None:
+        while self._sock.poll(timeout_ms):
+            timeout_ms = 0
+            frames = self._sock.recv_multipart()
+            try:
+                hdr = wire.decode_header(frames[0])
+            except WireError:
+                continue
+            if hdr.type != wire.MsgType.ACK or hdr.producer != self.producer_id:
+                continue
+            if self._unacked.pop(hdr.sequence, None) is not None:
+                self._last_progress = time.monotonic()
+                self.acked += 1
+                if hdr.flags & wire.FLAG_REJECTED:
+                    self.rejected += 1
+                    log.warning("daemon rejected frame %d for good", hdr.sequence)
+
+    def wait_acked(self, timeout_s: float = 60.0) -> bool:
+        """Durable mode: block until every frame is acknowledged (True) or ``timeout_s``."""
+        self.flush()
+        return not self.durable or self._wait_acks(0, timeout_s)
 
     def send_raw(self, frames: list[bytes]) -> None:
         """Send frames exactly as given (for tests of malformed input)."""
@@ -111,9 +173,12 @@ class EventPublisher:
         self._n[mtype] = 0
 
     def close(self) -> None:
-        """Flush and close; waits up to ``send_timeout_s`` for queued frames to leave."""
+        """Flush and close; waits up to ``send_timeout_s`` for queued frames to leave (and,
+        when durable, for their acknowledgements; unacknowledged ones are logged)."""
         try:
             self.flush()
+            if self.durable and not self._wait_acks(0, self._sock.linger / 1000):
+                log.warning("%d frames were never acknowledged", len(self._unacked))
         finally:
             self._sock.close()
 

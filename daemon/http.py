@@ -30,8 +30,10 @@ def make_app(daemon) -> web.Application:
     app = web.Application(middlewares=[auth])
 
     async def healthz(_):
-        return web.json_response({"status": "ok", "loop_lag_p99_s":
-                                  daemon.lag.quantiles()["0.99"]})
+        problems = daemon.health()
+        return web.json_response({"status": "degraded" if problems else "ok",
+                                  "problems": problems,
+                                  "loop_lag_p99_s": daemon.lag.quantiles()["0.99"]})
 
     async def readyz(_):
         if daemon.ready:
@@ -48,7 +50,7 @@ def make_app(daemon) -> web.Application:
     async def services(_):
         e = daemon.engine
         return web.json_response({"services": [e.service_summary(s)
-                                               for s in range(len(e.services))]})
+                                               for s in range(e.services.rows)]})
 
     async def service(request):
         e = daemon.engine

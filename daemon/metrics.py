@@ -52,8 +52,23 @@ class DaemonCollector:
         yield GaugeMetricFamily("bae_services", "Services with state", value=len(e.services))
         yield GaugeMetricFamily("bae_checkpoint_age_seconds", "Seconds since the last "
                                 "checkpoint", value=self.d.checkpoint_age_s())
+        yield CounterMetricFamily("bae_checkpoints", "Checkpoints written", value=c.checkpoints)
         yield CounterMetricFamily("bae_checkpoint_failures", "Checkpoints that failed",
                                   value=c.checkpoint_failures)
+        yield CounterMetricFamily("bae_journal_failures", "Journal flushes that failed "
+                                  "(disk full, IO error)", value=c.journal_failures)
+        yield CounterMetricFamily("bae_durable_duplicates", "Durable messages received again "
+                                  "and acknowledged again", value=c.duplicates)
+        yield CounterMetricFamily("bae_durable_acks", "Acknowledgements sent to durable "
+                                  "producers", value=c.acks)
+        yield CounterMetricFamily("bae_users_evicted", "Idle users folded into their segment",
+                                  value=e.evicted)
+        degraded = GaugeMetricFamily("bae_degraded", "1 while a part is failing (serving "
+                                     "from memory)", labels=["part"])
+        problems = self.d.health()
+        for part in ("journal", "checkpoint"):
+            degraded.add_metric([part], float(part in problems))
+        yield degraded
         yield GaugeMetricFamily("bae_ready", "1 when serving", value=float(self.d.ready))
 
 

@@ -1,8 +1,8 @@
 """The daemon: one uvloop event loop owns the sockets, the engine and the HTTP API.
 
 Ingest: await one message, then drain up to ``ingest.batch_frames`` more with non-blocking
-receives (awaiting every message costs ~18x more CPU). Each message is decoded zero-copy,
-validated by a numba kernel and handed to the engine. A ticker turns the engine's state
+receives (awaiting every message costs ~18x more CPU); then one journal flush and the
+acknowledgements of the durable messages in that batch. A ticker turns the engine's state
 into allocation deltas on the PUB socket; a ROUTER answers snapshot requests.
 """
 
@@ -13,8 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections import defaultdict, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,12 @@ from zmq.utils.monitor import parse_monitor_message
 
 from bae_core import wire
 from bae_core.engine import Engine
-from bae_core.errors import BAEError, WireError
+from bae_core.errors import BAEError, SchemaMismatch, StoreError, WireError
 
-from . import logs
+from . import ingest as ingest_mod
+from .checkpoint import Checkpointer
+from .ingest import Counters, Ingest
+from .journal import Journal
 from .store import Store
 from .systemd import Notifier, watchdog_loop
 
@@ -34,22 +36,26 @@ log = logging.getLogger("bae.daemon")
 
 
 def now_us() -> int:
-    return time.time_ns() // 1000
+    return ingest_mod.now_us()
 
 
-class Counters:
-    """Plain counters, read by /metrics and /v1/stats at request time."""
+DATA_DIR_ENTRIES = {"lmdb", "journal"}
 
-    def __init__(self):
-        self.frames = 0
-        self.frames_rejected: dict[str, int] = defaultdict(int)
-        self.events_rejected: dict[str, int] = defaultdict(int)
-        self.sequence_gaps = 0
-        self.producer_restarts = 0
-        self.deltas_published = 0
-        self.snapshots_served = 0
-        self.subscribers = 0
-        self.checkpoint_failures = 0
+
+def check_data_dir(path: Path) -> None:
+    """The data folder holds BAE's ``lmdb`` and ``journal`` folders and nothing else; any
+    other content means it belongs to someone else, and BAE writes nothing there."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in DATA_DIR_ENTRIES)
+    except OSError as e:
+        raise StoreError(f"cannot use data folder {path}: {e.strerror}; choose a writable "
+                         "--data-dir") from e
+    if foreign:
+        raise SchemaMismatch(f"{path} holds files BAE did not write ({', '.join(foreign[:3])}"
+                             "); point --data-dir at an empty folder or a BAE data folder")
+    if not os.access(path, os.W_OK):
+        raise StoreError(f"data folder {path} is read-only; choose a writable --data-dir")
 
 
 class LagMonitor:
@@ -79,21 +85,24 @@ class Daemon:
         self.cfg = cfg
         self.engine = Engine(cfg)
         self.counters = Counters()
+        self.journal: Journal | None = None
+        self.ingest = Ingest(cfg, self.engine, self.counters, clock=lambda: now_us())
         self.lag = LagMonitor()
         self.notifier = notifier or Notifier()
         self.instance_id = int.from_bytes(os.urandom(8), "little")
         self.seq = 0  # last published delta sequence
-        self.producers: dict[int, int] = {}
         self.started = time.time()
         self.ready = False
         self.http_token = self._token()
-        self.rejections = logs.RateLimited(log)
+        self.gate = asyncio.Event()  # cleared while a checkpoint copies state
+        self.gate.set()
         self._stop = asyncio.Event()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="bae-lmdb")
-        self._last_checkpoint = time.monotonic()
-        self._max_past_us = int(cfg.ingest.max_past_s * 1e6)
-        self._max_future_us = int(cfg.ingest.max_future_s * 1e6)
         self._flags = wire.FLAG_ADVISORY if cfg.policy.shadow else 0
+        self.checkpointer: Checkpointer | None = None
+
+    @property
+    def producers(self) -> dict[int, int]:
+        return self.ingest.producers
 
     def _token(self) -> str:
         h = self.cfg.http
@@ -109,13 +118,53 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def _open_state(self) -> None:
+        """Open LMDB and the journal, load the last checkpoint, replay the journal tail."""
+        cfg = self.cfg
+        data = Path(cfg.state.data_dir)
+        check_data_dir(data)
+        self.store = Store(data / "lmdb", cfg.state.map_size_mb, cfg.state.max_map_size_mb)
+        self.checkpointer = Checkpointer(self, self.store)
+        if cfg.journal.enabled:
+            jdir = cfg.journal.dir or str(data / "journal")
+            self.journal = Journal(jdir, segment_bytes=cfg.journal.segment_mb << 20,
+                                   retention_s=cfg.journal.retention_hours * 3600,
+                                   retention_bytes=int(cfg.journal.retention_gb * (1 << 30)),
+                                   fsync=cfg.journal.fsync)
+            self.ingest.journal = self.journal
+        t0 = time.monotonic()
+        meta = self.checkpointer.restore()
+        if meta is not None:
+            if meta.get("config") != cfg.fingerprint():
+                log.warning("model settings changed since the checkpoint; state reused as is")
+            self.ingest.producers.update({int(k): v for k, v in meta["producers"].items()})
+            self.counters.events_rejected.update(meta.get("events_rejected", {}))
+        loaded = time.monotonic() - t0
+        entries = events = 0
+        if self.journal is not None:
+            start = self.checkpointer.journal_seq
+            first = self.journal.stats()["first_seq"]
+            if first > start:
+                log.warning("journal entries %d..%d were deleted before a checkpoint covered "
+                            "them; events from that span are lost", start, first - 1)
+            entries, events = self.ingest.replay_journal(start)
+        replay = time.monotonic() - t0 - loaded
+        self.restore_s = {"checkpoint_load_s": round(loaded, 3),
+                          "journal_replay_s": round(replay, 3),
+                          "journal_entries": entries, "journal_events": events}
+        log.info("state restored", extra={**self.restore_s, **self.engine.stats()})
+
     async def run(self) -> None:
         cfg = self.cfg
-        self.store = Store(cfg.state.data_dir, cfg.state.map_size_mb)
-        self._restore()
+        self._open_state()
         self.ctx = zmq.asyncio.Context()
         self._auth = self._start_auth()
         self.pull = self._bind(zmq.PULL, cfg.ingest.endpoint, rcvhwm=cfg.ingest.hwm)
+        self.durable = None
+        if cfg.ingest.durable_endpoint:
+            self.durable = self._bind(zmq.ROUTER, cfg.ingest.durable_endpoint,
+                                      rcvhwm=cfg.ingest.hwm)
+            self._durable_sync = zmq.Socket.shadow(self.durable.underlying)
         self.subs = []
         for ep in cfg.ingest.subscribe:
             s = self.ctx.socket(zmq.SUB)
@@ -126,8 +175,9 @@ class Daemon:
         self.pub = self._bind(zmq.PUB, cfg.publish.endpoint, sndhwm=cfg.publish.hwm)
         self.router = self._bind(zmq.ROUTER, cfg.publish.snapshot_endpoint)
         self._pub_sync = zmq.Socket.shadow(self.pub.underlying)
-        from .http import make_app
         from aiohttp import web
+
+        from .http import make_app
 
         runner = web.AppRunner(make_app(self), access_log=None)
         await runner.setup()
@@ -138,20 +188,24 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        ingest = [asyncio.create_task(self._ingest(s)) for s in [self.pull, *self.subs]]
+        sources = [(s, False) for s in [self.pull, *self.subs]]
+        if self.durable is not None:
+            sources.append((self.durable, True))
+        ingest = [asyncio.create_task(self._ingest(s, durable)) for s, durable in sources]
         tasks = [asyncio.create_task(c) for c in (
             self._ticker(), self._heartbeat(), self._snapshots(), self.lag.run(),
-            self._monitor_subscribers(), self._checkpointer(),
-            watchdog_loop(self.notifier, self._stop))]
+            self._monitor_subscribers(), self._checkpoints(), self._evictions(),
+            self._journal_retry(), watchdog_loop(self.notifier, self._stop))]
         self.ready = True
         self.notifier.ready()
         self.notifier.status(f"serving: ingest {cfg.ingest.endpoint}, deltas "
                              f"{cfg.publish.endpoint}, http {host}:{self.http_port}")
-        log.info("serving", extra={"ingest": cfg.ingest.endpoint, "publish":
-                                   cfg.publish.endpoint, "snapshot":
-                                   cfg.publish.snapshot_endpoint, "http":
-                                   f"{host}:{self.http_port}", "instance": self.instance_id,
-                                   "pid": os.getpid()})
+        log.info("serving", extra={"ingest": cfg.ingest.endpoint,
+                                   "durable": cfg.ingest.durable_endpoint,
+                                   "publish": cfg.publish.endpoint,
+                                   "snapshot": cfg.publish.snapshot_endpoint,
+                                   "http": f"{host}:{self.http_port}",
+                                   "instance": self.instance_id, "pid": os.getpid()})
         try:
             await self._stop.wait()
         finally:
@@ -162,21 +216,25 @@ class Daemon:
             for t in ingest:
                 t.cancel()
             await asyncio.gather(*ingest, return_exceptions=True)
-            drained = await self._drain_until_quiet()
+            drained = await self._drain_until_quiet([s for s, _ in sources])
             self._publish_tick()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await runner.cleanup()
-            await loop.run_in_executor(self._writer, self._save, self._checkpoint_data())
-            self._writer.shutdown(wait=True)
+            ok = await self.checkpointer.run("shutdown")
+            self.checkpointer.close()
+            if self.journal is not None:
+                self.journal.close()
             self.store.close()
-            for s in [self.pull, *self.subs, self.pub, self.router]:
+            for s in [self.pull, *self.subs, self.pub, self.router,
+                      *([self.durable] if self.durable is not None else [])]:
                 s.close(linger=0)
             if self._auth:
                 self._auth.stop()
             self.ctx.term()
-            log.info("stopped", extra={"drained_frames": drained, **self.stats()})
+            log.info("stopped", extra={"drained_frames": drained, "final_checkpoint": ok,
+                                       **self.stats()})
 
     def _bind(self, kind: int, endpoint: str, **opts) -> zmq.asyncio.Socket:
         s = self.ctx.socket(kind)
@@ -218,76 +276,69 @@ class Daemon:
         return auth
 
     # ---- ingest -------------------------------------------------------------------
-    async def _ingest(self, sock: zmq.asyncio.Socket) -> None:
+    async def _ingest(self, sock: zmq.asyncio.Socket, durable: bool) -> None:
         batch = self.cfg.ingest.batch_frames
+        sync = zmq.Socket.shadow(sock.underlying)
         while True:
             frames = await sock.recv_multipart(copy=False)
-            self._handle(frames)
-            if self._drain(sock, batch - 1) == batch - 1:
+            if not self.gate.is_set():
+                await self.gate.wait()
+            self._take(frames, durable)
+            n = 1 + self._drain(sync, batch - 1, durable)
+            self.commit()
+            if n == batch:
                 await asyncio.sleep(0)  # more is waiting: let the ticker and HTTP run
+            if self.ingest.events_since_checkpoint >= self.cfg.state.checkpoint_events > 0:
+                self.ingest.events_since_checkpoint = 0
+                asyncio.ensure_future(self.checkpointer.run("events"))
 
-    def _drain(self, sock: zmq.asyncio.Socket, limit: int) -> int:
-        sync = zmq.Socket.shadow(sock.underlying)
+    def _take(self, frames, durable: bool) -> None:
+        if durable:
+            self.ingest.handle(frames[1:], ident=frames[0].bytes)
+        else:
+            self.ingest.handle(frames)
+
+    def _drain(self, sync: zmq.Socket, limit: int, durable: bool) -> int:
         n = 0
         while n < limit:
             try:
                 frames = sync.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            self._handle(frames)
+            self._take(frames, durable)
             n += 1
         return n
 
-    async def _drain_until_quiet(self, quiet_s: float = 0.25, max_s: float = 10.0) -> int:
+    def commit(self) -> bool:
+        """Journal what was taken, then acknowledge the durable messages."""
+        return self.ingest.commit(self._send_ack)
+
+    def _send_ack(self, frames) -> None:
+        try:
+            self._durable_sync.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # producer gone: it resends and gets a duplicate acknowledgement
+
+    async def _drain_until_quiet(self, socks, quiet_s: float = 0.25, max_s: float = 10.0):
         """Shutdown drain: take messages until none arrived for ``quiet_s`` (frames still
         in flight from producers that just flushed get in), at most ``max_s``."""
-        socks = [self.pull, *self.subs]
         poller = zmq.asyncio.Poller()
         for s in socks:
             poller.register(s, zmq.POLLIN)
+        syncs = [(zmq.Socket.shadow(s.underlying), s is self.durable) for s in socks]
         n, deadline = 0, time.monotonic() + max_s
         while time.monotonic() < deadline:
             if not await poller.poll(quiet_s * 1000):
                 break
-            n += sum(self._drain(s, 1 << 30) for s in socks)
+            n += sum(self._drain(s, 1 << 30, durable) for s, durable in syncs)
+            self.commit()
         return n
 
-    def _handle(self, frames) -> None:
-        c = self.counters
-        c.frames += 1
-        try:
-            hdr, recs = wire.decode(frames, max_records=self.cfg.ingest.max_records_per_frame)
-        except WireError as e:
-            self._reject_frame(e.reason, e.count, str(e))
-            return
-        last = self.producers.get(hdr.producer)
-        if last is not None and hdr.sequence != last + 1:
-            if hdr.sequence > last + 1:
-                c.sequence_gaps += hdr.sequence - last - 1
-            elif hdr.sequence == 0:
-                c.producer_restarts += 1
-            else:
-                self._reject_frame("stale_sequence", hdr.count, f"producer {hdr.producer} "
-                                   f"sent sequence {hdr.sequence} after {last}")
-                return
-        self.producers[hdr.producer] = hdr.sequence
-        now = now_us()
-        codes = wire.validate(hdr.type, recs, now, self._max_past_us, self._max_future_us)
-        if codes is not None:
-            counts = np.bincount(codes, minlength=len(wire.RECORD_REASONS))
-            for code in np.flatnonzero(counts[1:]) + 1:
-                reason = wire.RECORD_REASONS[code]
-                c.events_rejected[reason] += int(counts[code])
-                self.rejections.warning(reason, "records rejected", type=hdr.type.name,
-                                        producer=hdr.producer, count=int(counts[code]))
-            recs = recs[codes == 0]
-        self.engine.apply(hdr.type, recs, now)
-
-    def _reject_frame(self, reason: str, count: int, detail: str) -> None:
-        self.counters.frames_rejected[reason] += 1
-        if count:
-            self.counters.events_rejected[reason] += count
-        self.rejections.warning(reason, "frame rejected", detail=detail)
+    async def _journal_retry(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.ingest.journal_error is not None:
+                self.commit()
 
     # ---- output -------------------------------------------------------------------
     def _publish(self, mtype: wire.MsgType, recs: np.ndarray | None) -> None:
@@ -328,8 +379,8 @@ class Daemon:
                 wire.decode(rest, accept=accept)
             except WireError as e:
                 self.counters.frames_rejected[f"snapshot_{e.reason}"] += 1
-                self.rejections.warning("snapshot_" + e.reason, "snapshot request rejected",
-                                        detail=str(e))
+                self.ingest.rejections.warning("snapshot_" + e.reason,
+                                               "snapshot request rejected", detail=str(e))
                 continue
             await self._send_snapshot(ident)
 
@@ -359,45 +410,40 @@ class Daemon:
             mon.close(linger=0)
 
     # ---- state --------------------------------------------------------------------
-    def _checkpoint_data(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """Copies of the state, taken on the loop thread; the writer thread saves them."""
-        meta, arrays = self.engine.state()
-        meta.update(config=self.cfg.fingerprint(), saved_at=time.time(),
-                    producers={str(k): v for k, v in self.producers.items()},
-                    events_rejected=dict(self.counters.events_rejected))
-        return meta, arrays
+    def checkpoint_meta(self) -> dict:
+        """Daemon-side metadata saved with each checkpoint."""
+        return {"config": self.cfg.fingerprint(), "saved_at": time.time(),
+                "producers": {str(k): v for k, v in self.producers.items()},
+                "events_rejected": dict(self.counters.events_rejected)}
 
-    def _save(self, data) -> None:
-        try:
-            self.store.save(*data)
-            self._last_checkpoint = time.monotonic()
-        except Exception:
-            self.counters.checkpoint_failures += 1
-            log.exception("checkpoint failed; state stays in memory, will retry")
-
-    async def _checkpointer(self) -> None:
+    async def _checkpoints(self) -> None:
         every = self.cfg.state.checkpoint_interval_s
         if every <= 0:
             return
-        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(every)
-            await loop.run_in_executor(self._writer, self._save, self._checkpoint_data())
+            await asyncio.sleep(every if self.checkpointer.error is None else min(every, 5))
+            await self.checkpointer.run("interval")
 
-    def _restore(self) -> None:
-        got = self.store.load()
-        if got is None:
+    async def _evictions(self) -> None:
+        ttl = self.cfg.state.user_ttl_s
+        if ttl <= 0:
             return
-        meta, arrays = got
-        if meta.get("config") != self.cfg.fingerprint():
-            log.warning("model settings changed since the checkpoint; state is reused as is")
-        self.engine.restore(meta, arrays)
-        self.producers = {int(k): v for k, v in meta.get("producers", {}).items()}
-        self.counters.events_rejected.update(meta.get("events_rejected", {}))
-        log.info("state restored", extra=self.engine.stats())
+        while True:
+            await asyncio.sleep(min(60.0, ttl / 4))
+            n = self.engine.evict(now_us(), int(ttl * 1e6))
+            if n:
+                log.info("users evicted", extra={"count": n, "users": len(self.engine.users)})
 
     def checkpoint_age_s(self) -> float:
-        return time.monotonic() - self._last_checkpoint
+        return self.checkpointer.age_s() if self.checkpointer else 0.0
+
+    def health(self) -> dict:
+        problems = {}
+        if self.ingest.journal_error:
+            problems["journal"] = self.ingest.journal_error
+        if self.checkpointer and self.checkpointer.error:
+            problems["checkpoint"] = self.checkpointer.error
+        return problems
 
     def stats(self) -> dict:
         e, c = self.engine, self.counters
@@ -410,7 +456,11 @@ class Daemon:
             "events_rejected_by_reason": dict(c.events_rejected),
             "frames": c.frames, "frames_rejected": dict(c.frames_rejected),
             "sequence_gaps": c.sequence_gaps, "producer_restarts": c.producer_restarts,
+            "duplicates": c.duplicates, "out_of_order": c.out_of_order, "acks": c.acks,
             "producers": len(self.producers), "deltas_published": c.deltas_published,
             "sequence": self.seq, "subscribers": c.subscribers,
+            "checkpoints": c.checkpoints, "checkpoint_failures": c.checkpoint_failures,
+            "journal_failures": c.journal_failures,
+            "journal_replayed_events": c.journal_replayed_events,
             "uptime_s": time.time() - self.started, **e.stats(),
         }

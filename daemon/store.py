@@ -42,8 +42,10 @@ def _tuples(descr):
 class Store:
     """One LMDB environment in ``path``. Not thread-safe: one writer thread owns it."""
 
-    def __init__(self, path: str | os.PathLike, map_size_mb: int = 1024):
+    def __init__(self, path: str | os.PathLike, map_size_mb: int = 1024,
+                 max_map_size_mb: int = 0):
         self.path = Path(path)
+        self.max_map_size = max_map_size_mb << 20
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -56,8 +58,10 @@ class Store:
                                  f"({', '.join(sorted(foreign)[:3])}); point --data-dir at an "
                                  "empty or BAE folder")
         try:
+            # writemap stays off: with it a full disk is a SIGBUS in a page fault instead
+            # of an error from write() that the daemon can report and retry.
             self.env = lmdb.open(str(self.path), map_size=map_size_mb << 20, max_dbs=4,
-                                 subdir=True, writemap=True, map_async=True, metasync=False)
+                                 subdir=True, writemap=False, metasync=False)
         except lmdb.Error as e:
             raise StoreError(f"cannot open LMDB in {self.path}: {e}; if the file is corrupt, "
                              "move it away and restart (state is rebuilt from events)") from e
@@ -80,22 +84,32 @@ class Store:
                                  f", this BAE reads {SCHEMA.decode()}: run the BAE version "
                                  "that wrote it, or move the folder away")
 
-    def save(self, meta: dict, arrays: dict[str, np.ndarray]) -> int:
-        """Write one checkpoint in one transaction; returns bytes written. Grows the map
-        when full."""
+    def save(self, meta: dict, arrays: dict[str, np.ndarray], replace: bool = True) -> int:
+        """Write one checkpoint in one transaction: ``arrays`` replace the stored arrays
+        (``replace``) or update them (keys not given stay). Returns bytes written. Grows
+        the map when full, up to ``max_map_size_mb``."""
         blobs = {k.encode(): _pack(v) for k, v in arrays.items()}
         size = sum(map(len, blobs.values()))
         while True:
             try:
                 with self.env.begin(write=True) as txn:
                     txn.put(b"schema", SCHEMA, db=self._meta)
-                    txn.put(b"meta", json.dumps(meta).encode(), db=self._meta)
-                    txn.drop(self._arrays, delete=False)
+                    if replace:
+                        txn.drop(self._arrays, delete=False)
                     for k, v in blobs.items():
                         txn.put(k, v, db=self._arrays)
+                    txn.put(b"meta", json.dumps(meta).encode(), db=self._meta)
                 break
             except lmdb.MapFullError:
-                self.env.set_mapsize(max(self.env.info()["map_size"] * 2, size * 3))
+                now = self.env.info()["map_size"]
+                grown = max(now * 2, now + size * 2)
+                if self.max_map_size and grown > self.max_map_size:
+                    if now >= self.max_map_size:
+                        raise StoreError(f"LMDB map in {self.path} is full at "
+                                         f"{now >> 20} MiB (state.max_map_size_mb); raise "
+                                         "the limit or free disk space") from None
+                    grown = self.max_map_size
+                self.env.set_mapsize(grown)
         self.env.sync(True)
         return size
 

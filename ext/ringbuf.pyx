@@ -224,6 +224,38 @@ cdef class RingBuffer:
         self._pos[slot] = 0
         self._count[slot] = 0
 
+    def clear_slots(self, const int64_t[:] slots):
+        """Forget all history of every slot in ``slots`` (evicted or reused series)."""
+        cdef Py_ssize_t i
+        self.check_slots(slots)
+        for i in range(slots.shape[0]):
+            self._pos[slots[i]] = 0
+            self._count[slots[i]] = 0
+
+    def rows(self, Py_ssize_t lo, Py_ssize_t hi):
+        """Copies of series ``lo:hi`` in the ``state()`` layout (checkpoints in chunks)."""
+        if not 0 <= lo <= hi <= self._n:
+            raise IndexError(f"rows {lo}:{hi} outside 0:{self._n}")
+        return {"values": self._data[lo:hi, :self.capacity].copy(),
+                "pos": self._pos_arr[lo:hi].copy(), "count": self._count_arr[lo:hi].copy()}
+
+    def set_rows(self, Py_ssize_t lo, values, pos, count):
+        """Load series ``lo:lo+len(pos)`` from arrays laid out as ``rows`` returns them."""
+        values = np.asarray(values, dtype=np.float64)
+        pos = np.asarray(pos, dtype=np.int64)
+        count = np.asarray(count, dtype=np.int64)
+        cdef Py_ssize_t n = pos.shape[0], cap = self.capacity
+        if values.shape != (n, cap) or count.shape != (n,):
+            raise ValueError(f"values must be ({n}, {cap}) and count ({n},)")
+        if not 0 <= lo <= lo + n <= self._n:
+            raise IndexError(f"rows {lo}:{lo + n} outside 0:{self._n}")
+        if n and (pos.min() < 0 or pos.max() >= cap or count.min() < 0 or count.max() > cap):
+            raise ValueError(f"pos must lie in [0, {cap}) and count in [0, {cap}]")
+        self._data[lo:lo + n, :cap] = values
+        self._data[lo:lo + n, cap:] = values
+        self._pos_arr[lo:lo + n] = pos
+        self._count_arr[lo:lo + n] = count
+
     def grow(self, Py_ssize_t n_series):
         """Extend to ``n_series`` series (new ones empty), keeping all existing history."""
         if n_series < self._n:

@@ -55,13 +55,13 @@ class DaemonProc:
         tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         doc = {
-            "ingest": {"endpoint": f"ipc://{tmp}/in"},
             "publish": {"endpoint": f"ipc://{tmp}/deltas",
                         "snapshot_endpoint": f"ipc://{tmp}/snap", "heartbeat_s": 0.2},
             "http": {"listen": f"127.0.0.1:{self.port}"},
             "model": {"bucket_s": 0.2, "late_buckets": 1},
             "policy": {"tick_s": 0.1, "lead_time_s": 0.4, "scale_down_window_s": 1.0,
                        "rps_per_replica": 10.0},
+            "ingest": {"endpoint": f"ipc://{tmp}/in", "durable_endpoint": f"ipc://{tmp}/durable"},
             "state": {"data_dir": str(data_dir or tmp / "state")},
             "log": {"level": "info", "format": "json"},
         }
@@ -70,15 +70,28 @@ class DaemonProc:
         self.doc = doc
         self.config = write_config(tmp / "bae.toml", doc)
         self.ingest = doc["ingest"]["endpoint"]
+        self.durable = doc["ingest"]["durable_endpoint"]
         self.publish = doc["publish"]["endpoint"]
         self.snapshot = doc["publish"]["snapshot_endpoint"]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
+        self.env = env or {}
+        self.data_dir = Path(doc["state"]["data_dir"])
+        self.launch()
+
+    def launch(self) -> None:
+        """Start (or start again, after a stop or kill) the daemon on the same config."""
+        self.log_path = self.tmp / f"daemon-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config)],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no final checkpoint."""
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
 
     def wait_ready(self, timeout_s: float = 60.0) -> "DaemonProc":
         deadline = time.monotonic() + timeout_s
@@ -119,6 +132,16 @@ class DaemonProc:
                 return last
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}; last stats {last}")
+
+    def wait_for_health(self, pred, timeout_s: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while time.monotonic() < deadline:
+            last = self.get("/healthz")
+            if pred(last):
+                return last
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting on /healthz; last {last}")
 
     def log(self) -> str:
         if not self._log.closed:

@@ -181,7 +181,7 @@ def test_sigterm_drains_checkpoints_and_restart_restores(start_daemon, tmp_path)
     log = d.log()
     assert "stopped" in log
     stopped = json.loads([ln for ln in log.splitlines() if '"stopped"' in ln][-1])
-    assert (state / "data.mdb").exists()
+    assert (state / "lmdb" / "data.mdb").exists() and (state / "journal").is_dir()
     d2 = start_daemon(data_dir=state, name="second")
     s = d2.stats()
     assert s["events_accepted"] == stopped["events_accepted"] == 10_000

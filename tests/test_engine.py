@@ -1,4 +1,4 @@
-"""Unit tests of the model core: SlotMap and hashmap kernels, rate kernels, policy, Engine."""
+"""Unit tests of the model core: rate kernels, policy, Engine."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from hypothesis import strategies as st
 
 from bae_core import config, policy, wire
 from bae_core.engine import Engine
-from bae_core.kernels import hashmap as hm
 from bae_core.kernels import rates
-from bae_core.slots import SlotMap
 from bae_core.wire import MsgType, Reason
 
 S = 1_000_000  # µs per second
@@ -76,85 +74,6 @@ def holt(series, alpha, beta, phi):
             level = max(0.0, alpha * y + (1 - alpha) * (prev + phi * trend))  # a rate
             trend = beta * (level - prev) + (1 - beta) * phi * trend
     return level, trend
-
-
-# ---- SlotMap and hashmap ---------------------------------------------------------------------
-
-ID = st.one_of(st.integers(0, 40), st.integers(0, 2**64 - 2))
-
-
-@PROPS
-@given(batches=st.lists(st.lists(ID, max_size=60), max_size=8),
-       probes=st.lists(ID, max_size=30), capacity=st.integers(1, 40))
-def test_slotmap_matches_dict(batches, probes, capacity):
-    m = SlotMap(capacity)
-    ref: dict[int, int] = {}
-    for batch in batches:
-        ids = np.array(batch, np.uint64)
-        got = m.slots_for(ids)
-        want = [ref.setdefault(i, len(ref)) for i in batch]
-        assert got.dtype == np.int64 and got.tolist() == want
-        assert len(m) == len(ref) <= m.capacity
-        assert m.ids[: len(m)].tolist() == list(ref)  # slot -> id
-    n = len(m)
-    found = m.find(np.array(probes, np.uint64))
-    assert found.tolist() == [ref.get(i, -1) for i in probes]
-    assert len(m) == n  # find never inserts
-    for i in probes:
-        assert m.find_one(i) == ref.get(i, -1)
-    back = SlotMap.from_state(m.state())
-    assert len(back) == n
-    assert back.find(np.array(list(ref), np.uint64)).tolist() == list(range(n))
-    assert back.state()["ids"].tolist() == list(ref)
-
-
-def test_slotmap_growth_keeps_slots():
-    m = SlotMap(16)
-    assert m.capacity == 16
-    ids = np.arange(10_000, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    slots = m.slots_for(ids)
-    assert slots.tolist() == list(range(10_000))
-    assert m.capacity >= 10_000 and len(m) == 10_000
-    assert m.find(ids).tolist() == list(range(10_000))
-    assert m.slots_for(ids[::-1]).tolist() == list(range(9_999, -1, -1))
-    assert len(m) == 10_000
-
-
-def test_slotmap_out_argument_and_strided_ids():
-    r = reqs([T0] * 4, user=[5, 6, 5, 9])
-    m = SlotMap()
-    out = np.full(4, -7, np.int64)
-    assert m.slots_for(r["user"], out) is out
-    assert out.tolist() == [0, 1, 0, 2]
-    assert m.find(r["user"]).tolist() == [0, 1, 0, 2]
-
-
-def test_slotmap_from_state_rejects_duplicates():
-    with pytest.raises(ValueError):
-        SlotMap.from_state({"ids": np.array([1, 2, 1], np.uint64)})
-
-
-def test_hashmap_upsert_stops_when_full():
-    keys = np.full(16, hm.EMPTY, np.uint64)
-    vals = np.full(16, -1, np.int64)
-    ids = np.array([10, 11, 10, 12, 13], np.uint64)
-    out = np.full(5, -9, np.int64)
-    i, n = hm.upsert(keys, vals, 0, 2, ids, out, 0)
-    assert (i, n) == (3, 2)  # 12 did not fit
-    assert out[:3].tolist() == [0, 1, 0]
-    i, n = hm.upsert(keys, vals, n, 8, ids, out, i)
-    assert (i, n) == (5, 4) and out.tolist() == [0, 1, 0, 2, 3]
-    big_keys = np.full(32, hm.EMPTY, np.uint64)
-    big_vals = np.full(32, -1, np.int64)
-    hm.rehash(keys, vals, big_keys, big_vals)
-    got = np.empty(6, np.int64)
-    hm.find(big_keys, big_vals, np.array([13, 12, 11, 10, 99, 0], np.uint64), got)
-    assert got.tolist() == [3, 2, 1, 0, -1, -1]
-
-
-def test_mix64_spreads_sequential_ids():
-    low = {int(hm.mix64(np.uint64(i))) & 1023 for i in range(512)}
-    assert len(low) > 300
 
 
 # ---- rate kernels ---------------------------------------------------------------------------
@@ -884,7 +803,7 @@ def test_state_restore_round_trip():
     e, now = busy_engine()
     meta, arrays = e.state()
     assert meta["late_dropped"] == e.late_dropped > 0
-    assert len(arrays["services.ids"]) == 3 and len(arrays["users.ids"]) == len(e.users)
+    assert len(arrays["services.slots"]) == 3 and len(arrays["users.slots"]) == len(e.users)
     r = Engine(e.cfg)
     r.restore(meta, arrays)
     assert_same_state(e, r)

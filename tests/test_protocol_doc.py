@@ -173,7 +173,9 @@ def test_enumeration_tables(doc):
     assert [(int(r[0], 16), r[1]) for r in _table(doc, "Allocation reasons")] == [
         (int(b), b.name) for b in wire.Reason]
     flags = _table(doc, "Flags")
-    assert [(int(r[1], 16), r[2]) for r in flags] == [(wire.FLAG_ADVISORY, "ADVISORY")]
+    assert [(int(r[1], 16), r[2]) for r in flags] == [
+        (wire.FLAG_ADVISORY, "ADVISORY"), (wire.FLAG_REJECTED, "REJECTED"),
+        (wire.FLAG_DUPLICATE, "DUPLICATE")]
 
 
 def test_rejection_reasons(doc):

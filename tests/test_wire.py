@@ -218,7 +218,7 @@ def test_unsupported_version(version):
     reject([header(version=version), b""], errors.UnsupportedVersion, "unsupported_version")
 
 
-@pytest.mark.parametrize("mtype", [0, 6, 15, 20, 31, 35, 0xFFFF])
+@pytest.mark.parametrize("mtype", [0, 6, 15, 20, 31, 36, 0xFFFF])
 def test_unknown_type_sets_producer_and_sequence(mtype):
     h = wire.HEADER.pack(wire.MAGIC, 1, mtype, 16, 0, 2, 0xABCDEF, 77)
     e = reject([h, b"\0" * 32], errors.UnknownType, "unknown_type")

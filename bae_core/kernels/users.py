@@ -1,0 +1,43 @@
+"""Per-user kernels: counting requests into each user's hour-of-day profile, and choosing
+and folding idle users into their segment before eviction."""
+
+import numpy as np
+from numba import njit
+
+from . import JIT
+
+US_PER_HOUR = 3_600_000_000
+
+
+@njit(**JIT)
+def touch(slots, ts, requests, last_seen, hourly, dirty, chunk):
+    for i in range(slots.shape[0]):
+        u = slots[i]
+        requests[u] += 1
+        if ts[i] > last_seen[u]:
+            last_seen[u] = ts[i]
+        hourly[u, (ts[i] // US_PER_HOUR) % 24] += 1.0
+        dirty[u // chunk] = 1
+
+
+@njit(**JIT)
+def idle(ids, last_seen, empty_id, cutoff_us, out):
+    """Slots of live users last seen before ``cutoff_us`` into ``out``; returns the count."""
+    n = 0
+    for u in range(ids.shape[0]):
+        if ids[u] != empty_id and last_seen[u] < cutoff_us and n < out.shape[0]:
+            out[n] = u
+            n += 1
+    return n
+
+
+@njit(**JIT)
+def fold(users, user_seg_slot, requests, hourly, seg_requests, seg_evicted, seg_hourly):
+    """Add each user's counts and hour-of-day profile to its segment's aggregates."""
+    for i in range(users.shape[0]):
+        u = users[i]
+        g = user_seg_slot[i]
+        seg_requests[g] += requests[u]
+        seg_evicted[g] += 1
+        for h in range(hourly.shape[1]):
+            seg_hourly[g, h] += hourly[u, h]

@@ -1,0 +1,172 @@
+"""Columnar state containers: one numpy array per field, indexed by slot.
+
+``Columns`` grows its arrays with its slot map, resets the fields of reused slots, and
+hands out checkpoint parts in chunks of rows (only chunks marked dirty, when asked) so a
+checkpoint of millions of users is copied a piece at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ext.ringbuf import RingBuffer
+
+from .slots import SlotMap
+
+CHUNK = 1 << 16  # rows per checkpoint chunk and per dirty flag
+HOURS = 24
+
+
+def _grow(a: np.ndarray, n: int, fill) -> np.ndarray:
+    if len(a) >= n:
+        return a
+    out = np.full((max(n, 2 * len(a)),) + a.shape[1:], fill, a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class Columns:
+    """Arrays named in ``FIELDS`` (name -> (dtype, fill, trailing shape)) plus a slot map.
+
+    ``dirty`` holds one flag per ``CHUNK`` rows; kernels and setters mark rows they change.
+    """
+
+    FIELDS: dict[str, tuple] = {}
+
+    def __init__(self, capacity: int = 1024, extra: dict[str, tuple] | None = None):
+        self.fields = dict(self.FIELDS, **(extra or {}))
+        self.slots = SlotMap(capacity)
+        for f, (dt, fill, shape) in self.fields.items():
+            setattr(self, f, np.full((self.slots.capacity,) + shape, fill, dt))
+        self.dirty = np.ones(1, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    @property
+    def rows(self) -> int:
+        """Slots handed out so far (live or free): the rows that hold state."""
+        return self.slots.high_water
+
+    def ensure(self) -> None:
+        """Grow every array to the slot map's capacity."""
+        n = self.slots.capacity
+        first = next(iter(self.fields))
+        if len(getattr(self, first)) < n:
+            for f, (_, fill, _) in self.fields.items():
+                setattr(self, f, _grow(getattr(self, f), n, fill))
+        chunks = -(-n // CHUNK)
+        if len(self.dirty) < chunks:
+            self.dirty = _grow(self.dirty, chunks, 1)
+
+    def assign(self, ids: np.ndarray) -> np.ndarray:
+        """Slots for ``ids`` (new ids get fresh or reused slots with reset fields)."""
+        slots = self.slots.slots_for(ids)
+        self.ensure()
+        new = self.slots.last_new
+        if len(new):
+            self.reset(new)
+        return slots
+
+    def reset(self, slots: np.ndarray) -> None:
+        for f, (_, fill, _) in self.fields.items():
+            getattr(self, f)[slots] = fill
+        self.mark(slots)
+
+    def mark(self, slots: np.ndarray) -> None:
+        self.dirty[np.asarray(slots) // CHUNK] = 1
+
+    def parts(self, prefix: str, dirty_only: bool):
+        """Yield (key, copy) per field and chunk of rows; clears the flags it copies."""
+        n = self.rows
+        yield f"{prefix}.slots", self.slots.state()["ids"]
+        for c in range(-(-n // CHUNK)):
+            if dirty_only and not self.dirty[c]:
+                continue
+            lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
+            for f in self.fields:
+                yield f"{prefix}.{f}.{c:06d}", getattr(self, f)[lo:hi].copy()
+            self.dirty[c] = 0
+
+    def load(self, prefix: str, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what ``parts`` produced (chunks of a field may come from several
+        checkpoints; fields missing from the checkpoint keep their fill)."""
+        self.slots = SlotMap.from_state({"ids": arrays[f"{prefix}.slots"]})
+        self.ensure()
+        n = self.rows
+        for c in range(-(-n // CHUNK)):
+            lo = c * CHUNK
+            for f, (_, _, shape) in self.fields.items():
+                a = arrays.get(f"{prefix}.{f}.{c:06d}")
+                if a is not None and a.shape[1:] == shape:
+                    getattr(self, f)[lo:lo + len(a)] = a
+        self.dirty[:] = 0
+
+
+class Users(Columns):
+    """Per-user state: request count, last seen, segment, SLA tier, hour-of-day profile,
+    and a Cython ring of the times (Unix seconds) of the user's latest requests."""
+
+    FIELDS = {"requests": (np.int64, 0, ()), "last_seen_us": (np.int64, 0, ()),
+              "segment": (np.uint32, 0, ()), "tier": (np.uint8, 0, ()),
+              "hourly": (np.float32, 0.0, (HOURS,))}
+
+    def __init__(self, capacity: int = 1024, recent: int = 8):
+        super().__init__(capacity)
+        self.recent = RingBuffer(self.slots.capacity, recent)
+
+    def ensure(self) -> None:
+        super().ensure()
+        if self.recent.n_series < self.slots.capacity:
+            self.recent.grow(self.slots.capacity)
+
+    def reset(self, slots: np.ndarray) -> None:
+        super().reset(slots)
+        self.recent.clear_slots(np.ascontiguousarray(slots, np.int64))
+
+    def parts(self, prefix: str, dirty_only: bool):
+        dirty = self.dirty.copy()
+        yield from super().parts(prefix, dirty_only)
+        for c in range(-(-self.rows // CHUNK)):
+            if dirty_only and not dirty[c]:
+                continue
+            rows = self.recent.rows(c * CHUNK, min(self.rows, (c + 1) * CHUNK))
+            for k, v in rows.items():
+                yield f"{prefix}.recent_{k}.{c:06d}", v
+
+    def load(self, prefix: str, arrays: dict[str, np.ndarray]) -> None:
+        super().load(prefix, arrays)
+        for c in range(-(-self.rows // CHUNK)):
+            got = {k: arrays.get(f"{prefix}.recent_{k}.{c:06d}")
+                   for k in ("values", "pos", "count")}
+            if all(v is not None for v in got.values()) and \
+                    got["values"].shape[1:] == (self.recent.capacity,):
+                self.recent.set_rows(c * CHUNK, **got)
+
+
+class Segments(Columns):
+    """Per-segment aggregates, including the folded behaviour of evicted users."""
+
+    FIELDS = {"requests": (np.int64, 0, ()), "users_evicted": (np.int64, 0, ()),
+              "hourly": (np.float32, 0.0, (HOURS,))}
+
+
+class Services(Columns):
+    """Per-service state: bucket rings, smoothing, history, capacity and allocation."""
+
+    FIELDS = {
+        "closed": (np.int64, -1, ()), "level": (np.float64, 0.0, ()),
+        "trend": (np.float64, 0.0, ()), "n_obs": (np.int64, 0, ()),
+        "late_dropped": (np.int64, 0, ()), "requests": (np.int64, 0, ()),
+        "errors": (np.int64, 0, ()), "bytes": (np.float64, 0.0, ()),
+        "latency_ms": (np.float64, 0.0, ()), "observed_replicas": (np.uint32, 0, ()),
+        "cpu": (np.float64, 0.0, ()), "learned_rps_per_replica": (np.float64, 0.0, ()),
+        "desired": (np.int64, 0, ()), "published": (np.int64, -1, ()),
+        "down_since_us": (np.int64, -1, ()), "down_max": (np.int64, 0, ()),
+    }
+
+    def __init__(self, ring: int, history: int, capacity: int = 64):
+        self.ring = ring
+        super().__init__(capacity, {"ring_ids": (np.int64, -1, (ring,)),
+                                    "ring_counts": (np.float64, 0.0, (ring,)),
+                                    "hist": (np.float64, 0.0, (history,))})
