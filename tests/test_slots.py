@@ -116,12 +116,14 @@ class SlotMachine(RuleBasedStateMachine):
     """Interleaved inserts, finds, releases (by id and by slot) and checkpoint restores on
     tiny maps with tiny steps, so growth is nearly always in progress."""
 
-    @initialize(capacity=st.integers(1, 24), step=st.integers(1, 48),
-                per_id=st.sampled_from([0, 1, SlotMap.STEP_PER_ID]))
-    def setup(self, capacity, step, per_id):
+    @initialize(capacity=st.integers(1, 24), step=st.integers(1, 8),
+                per_id=st.sampled_from([0, 1, SlotMap.STEP_PER_ID]), prefill=st.integers(0, 300))
+    def setup(self, capacity, step, per_id, prefill):
         self.m = SlotMap(capacity, step=step)
         self.m.STEP_PER_ID = per_id  # below 4 the table often fills up mid-growth
         self.ref = Ref()
+        for lo in range(0, prefill, 7):  # some ids to start with, so more growths follow
+            self.insert(list(range(1000 + lo, 1000 + min(lo + 7, prefill))))
 
     @rule(batch=st.lists(st.one_of(ID, st.just(E)), max_size=50))
     def insert(self, batch):
