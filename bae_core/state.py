@@ -20,8 +20,9 @@ HOURS = 24
 def _grow(a: np.ndarray, n: int, fill) -> np.ndarray:
     if len(a) >= n:
         return a
-    out = np.full((max(n, 2 * len(a)),) + a.shape[1:], fill, a.dtype)
+    out = np.empty((max(n, 2 * len(a)),) + a.shape[1:], a.dtype)
     out[: len(a)] = a
+    out[len(a):] = fill
     return out
 
 

@@ -114,7 +114,7 @@ def test_slotmap_matches_dict(batches, probes, capacity, step):
 
 class SlotMachine(RuleBasedStateMachine):
     """Interleaved inserts, finds, releases (by id and by slot) and checkpoint restores on
-    tiny maps with tiny steps, so growth is nearly always in progress."""
+    tiny maps with tiny steps, so many steps run with a growth in progress."""
 
     @initialize(capacity=st.integers(1, 24), step=st.integers(1, 8),
                 per_id=st.sampled_from([0, 1, SlotMap.STEP_PER_ID]), prefill=st.integers(0, 300))
