@@ -13,16 +13,20 @@ from ext.ringbuf import RingBuffer
 
 from .slots import SlotMap
 
-CHUNK = 1 << 16  # rows per checkpoint chunk and per dirty flag
+CHUNK = 1 << 14  # rows per checkpoint chunk and per dirty flag (<= 1.5 MiB per part)
 HOURS = 24
+
+
+def _full(shape, fill, dtype) -> np.ndarray:
+    """Like np.full, but zero fills come from calloc: pages are only touched when used."""
+    return np.zeros(shape, dtype) if fill == 0 else np.full(shape, fill, dtype)
 
 
 def _grow(a: np.ndarray, n: int, fill) -> np.ndarray:
     if len(a) >= n:
         return a
-    out = np.empty((max(n, 2 * len(a)),) + a.shape[1:], a.dtype)
+    out = _full((max(n, 2 * len(a)),) + a.shape[1:], fill, a.dtype)
     out[: len(a)] = a
-    out[len(a):] = fill
     return out
 
 
@@ -38,7 +42,7 @@ class Columns:
         self.fields = dict(self.FIELDS, **(extra or {}))
         self.slots = SlotMap(capacity)
         for f, (dt, fill, shape) in self.fields.items():
-            setattr(self, f, np.full((self.slots.capacity,) + shape, fill, dt))
+            setattr(self, f, _full((self.slots.capacity,) + shape, fill, dt))
         self.dirty = np.ones(1, np.uint8)
 
     def __len__(self) -> int:
@@ -80,11 +84,12 @@ class Columns:
     def parts(self, prefix: str, dirty_only: bool):
         """Yield (key, copy) per field and chunk of rows; clears the flags it copies."""
         n = self.rows
-        yield f"{prefix}.slots", self.slots.state()["ids"]
+        yield f"{prefix}.rows", np.array([n], np.int64)
         for c in range(-(-n // CHUNK)):
             if dirty_only and not self.dirty[c]:
                 continue
             lo, hi = c * CHUNK, min(n, (c + 1) * CHUNK)
+            yield f"{prefix}.ids.{c:06d}", self.slots.ids[lo:hi].copy()
             for f in self.fields:
                 yield f"{prefix}.{f}.{c:06d}", getattr(self, f)[lo:hi].copy()
             self.dirty[c] = 0
@@ -92,7 +97,10 @@ class Columns:
     def load(self, prefix: str, arrays: dict[str, np.ndarray]) -> None:
         """Restore what ``parts`` produced (chunks of a field may come from several
         checkpoints; fields missing from the checkpoint keep their fill)."""
-        self.slots = SlotMap.from_state({"ids": arrays[f"{prefix}.slots"]})
+        n = int(arrays[f"{prefix}.rows"][0])
+        ids = [arrays[f"{prefix}.ids.{c:06d}"] for c in range(-(-n // CHUNK))]
+        self.slots = SlotMap.from_state({"ids": np.concatenate(ids) if ids else
+                                         np.zeros(0, np.uint64)})
         self.ensure()
         n = self.rows
         for c in range(-(-n // CHUNK)):

@@ -14,7 +14,6 @@ import numpy as np
 from .store import Store
 
 log = logging.getLogger("bae.checkpoint")
-YIELD_BYTES = 4 << 20  # copy about this much, then let the loop run
 
 
 class Checkpointer:
@@ -75,16 +74,12 @@ class Checkpointer:
     async def _capture(self, full: bool):
         arrays: dict[str, np.ndarray] = {}
         meta: dict = {}
-        copied = 0
         for key, part in self.d.engine.state_parts(full=full):
             if key == "meta":
                 meta["engine"] = part
                 continue
             arrays[key] = part
-            copied += part.nbytes
-            if copied >= YIELD_BYTES:
-                copied = 0
-                await asyncio.sleep(0)
+            await asyncio.sleep(0)  # parts are at most a chunk of rows: let the loop run
         return arrays, meta
 
     def _write(self, meta: dict, arrays: dict[str, np.ndarray], full: bool) -> bool:

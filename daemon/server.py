@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -156,6 +157,9 @@ class Daemon:
 
     async def run(self) -> None:
         cfg = self.cfg
+        # The LMDB writer thread holds the GIL while it packs a chunk; a 1 ms switch
+        # interval (default 5 ms) keeps the event loop's lag under that.
+        sys.setswitchinterval(0.001)
         self._open_state()
         self.ctx = zmq.asyncio.Context()
         self._auth = self._start_auth()

@@ -29,6 +29,7 @@ SPREAD_US = 1_000_000
 assert NOW_US % wl.BUCKET_US == 400_000 < SPREAD_US
 
 _summary: list[str] = []
+_state_summary: list[str] = []  # perf/test_state.py: its own section of the summary
 
 
 def _requests(users: np.ndarray) -> np.ndarray:
@@ -109,10 +110,35 @@ def report(benchmark, request):
     return _report
 
 
+@pytest.fixture(scope="session")
+def pinned_now() -> int:
+    """``NOW_US`` for module-scoped fixtures (``clock`` pins the daemon for one test)."""
+    return NOW_US
+
+
+@pytest.fixture
+def state_report(benchmark, request):
+    """``state_report(**extra)``: store ``extra`` in ``benchmark.extra_info`` and print it
+    in the state section of the end-of-run summary."""
+
+    def _report(**extra) -> None:
+        benchmark.extra_info.update(extra)
+        parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                 for k, v in extra.items()]
+        _state_summary.append(f"{request.node.name}\n    " + "  ".join(parts))
+
+    return _report
+
+
 def pytest_terminal_summary(terminalreporter):
     if _summary:
         terminalreporter.write_sep("-", "ingest rates (median round; compare ratios, not "
                                    "absolutes, across machines)")
         for line in _summary:
+            terminalreporter.write_line(line)
+    if _state_summary:
+        terminalreporter.write_sep("-", "state: memory, checkpoints, loop lag, restart "
+                                   "(1,000,000 users)")
+        for line in _state_summary:
             terminalreporter.write_line(line)
 

@@ -9,7 +9,7 @@ Reading the results on any machine: absolute events/s scale with the CPU, so com
 *ratios measured in one run*, which cancel most of the machine out:
 
 * ``ratio_to_ceiling`` (test_transport[...-handle]): events/s when every message is also
-  handed to the real ``Daemon._handle`` (decode zero-copy, sequence check, numba
+  handed to the real ``Daemon.ingest.handle`` (decode zero-copy, sequence check, numba
   validation, ``Engine.apply``), divided by the events/s of receiving the same bytes over
   the same PUSH/PULL tcp link and doing nothing. Near 1: ZeroMQ is the bottleneck; well
   below 1: the daemon's per-message work is. The sender is a thread of the same process,
@@ -19,7 +19,7 @@ Reading the results on any machine: absolute events/s scale with the CPU, so com
   dominates there; the cores are).
 * ``frame1-*`` versus ``frame1024-*``: what batching buys (the one-event-per-message
   baseline pays the per-message cost 1,024x per event).
-* test_decode_dispatch_cpu: ``Daemon._handle`` alone on pre-encoded frames, one core; the
+* test_decode_dispatch_cpu: ``Daemon.ingest.handle`` alone on pre-encoded frames, one core; the
   design target is >= 5,000,000 events/s. ``us_per_frame`` divided by 1,024 is the cost
   per event; ``x_target`` is events/s over 5 M.
 * test_ingest_to_model[zipf|uniform]: ``Engine.apply`` while 1,000,000 users come into
@@ -150,7 +150,7 @@ def test_transport(benchmark, report, stream, ceilings, clock, daemon_cfg, per_f
     link = Link(daemon_cfg.ingest.hwm)
     producers = iter(range(1, 1 << 30))
     d = Daemon(daemon_cfg) if mode == "handle" else None
-    handle = d._handle if d else None
+    handle = d.ingest.handle if d else None
     times: list[float] = []
     try:
         # untimed: connects the link, loads the daemon's user table (steady state)
@@ -190,7 +190,7 @@ def test_decode_dispatch_cpu(benchmark, report, stream, clock, daemon_cfg):
     bodies = stream[1024]
     n, per = len(bodies), wl.RECORDS_PER_FRAME
     d = Daemon(daemon_cfg)
-    handle = d._handle
+    handle = d.ingest.handle
     producers = iter(range(1, 1 << 30))
 
     def feed(headers):
