@@ -83,6 +83,9 @@ class LagMonitor:
 
 class Daemon:
     def __init__(self, cfg, *, notifier: Notifier | None = None):
+        # The LMDB writer thread holds the GIL while it packs a chunk; a 1 ms switch
+        # interval (default 5 ms) keeps the event loop's lag under that.
+        sys.setswitchinterval(0.001)
         self.cfg = cfg
         self.engine = Engine(cfg)
         self.counters = Counters()
@@ -157,9 +160,6 @@ class Daemon:
 
     async def run(self) -> None:
         cfg = self.cfg
-        # The LMDB writer thread holds the GIL while it packs a chunk; a 1 ms switch
-        # interval (default 5 ms) keeps the event loop's lag under that.
-        sys.setswitchinterval(0.001)
         self._open_state()
         self.ctx = zmq.asyncio.Context()
         self._auth = self._start_auth()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import lmdb
@@ -39,6 +40,39 @@ def _tuples(descr):
     return descr
 
 
+_META = struct.Struct("<I4x8x8xI")  # at page offset 16: magic, (version, address, mapsize), page size
+_LAST = struct.Struct("<QQ")  # at page offset 136: last page number, transaction id
+_MAGIC = 0xBEEFC0DE
+
+
+def _check_not_truncated(mdb: Path) -> None:
+    """LMDB maps its file: a page past the end of a truncated file is a SIGBUS, not an
+    error. Read the two meta pages first and refuse a file shorter than they say."""
+    if not mdb.exists():
+        return
+    size = mdb.stat().st_size
+    with open(mdb, "rb") as f:
+        head = f.read(4096)
+        if len(head) < 152:
+            raise StoreError(f"cannot open LMDB {mdb}: truncated ({size} bytes); move the "
+                             "folder away and restart (state is rebuilt from the journal "
+                             "and new events)")
+        magic, psize = _META.unpack_from(head, 16)
+        if magic != _MAGIC or psize < 512 or psize & (psize - 1):
+            raise StoreError(f"cannot open LMDB {mdb}: not an LMDB file; move it away and "
+                             "restart")
+        f.seek(psize)
+        second = f.read(152)
+    metas = [_LAST.unpack_from(head, 136)]
+    if len(second) == 152 and _META.unpack_from(second, 16)[0] == _MAGIC:
+        metas.append(_LAST.unpack_from(second, 136))
+    last_pg = max(metas, key=lambda m: m[1])[0]
+    if size < (last_pg + 1) * psize:
+        raise StoreError(f"cannot open LMDB {mdb}: truncated to {size} bytes, its last page "
+                         f"ends at {(last_pg + 1) * psize}; move the folder away and restart "
+                         "(state is rebuilt from the journal and new events)")
+
+
 class Store:
     """One LMDB environment in ``path``. Not thread-safe: one writer thread owns it."""
 
@@ -57,6 +91,7 @@ class Store:
             raise SchemaMismatch(f"{self.path} holds files of another program "
                                  f"({', '.join(sorted(foreign)[:3])}); point --data-dir at an "
                                  "empty or BAE folder")
+        _check_not_truncated(self.path / "data.mdb")
         try:
             # writemap stays off: with it a full disk is a SIGBUS in a page fault instead
             # of an error from write() that the daemon can report and retry.

@@ -242,3 +242,20 @@ def test_full_disk_keeps_serving_from_memory_and_recovers(start_daemon, tmp_path
         assert d.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_truncated_lmdb_is_refused_and_not_overwritten(start_daemon, tmp_path):
+    d = start_daemon({"journal": {"enabled": False}, "ingest": {"durable_endpoint": ""}},
+                     name="trunc")
+    with EventPublisher(d.ingest) as pub:
+        for k in range(20):
+            pub.send_frame(wire.MsgType.REQUEST, requests(1024, users=50_000, seed=k))
+    d.wait_for(lambda s: s["events_accepted"] == 20 * 1024, what="accepted")
+    assert d.stop() == 0
+    mdb = d.data_dir / "lmdb" / "data.mdb"
+    data = mdb.read_bytes()
+    mdb.write_bytes(data[: len(data) // 3])
+    before = mdb.read_bytes()
+    r = start_fails(tmp_path, d.data_dir, "LMDB")
+    assert "move" in r.stderr  # says what to do
+    assert mdb.read_bytes() == before

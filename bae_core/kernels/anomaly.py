@@ -1,0 +1,224 @@
+"""Streaming anomaly scores for many series at once, and per-user rate anomalies.
+
+State is columnar by series slot: ``st[s, COL]`` (float64 scalars per slot, columns named
+below), ``n[s]`` (observations seen) and ``ring[s, :]`` (the last ``ring.shape[1]`` values).
+Each score uses only the observations up to and including the row scored, so feeding a
+prefix gives the same scores as the whole series on that prefix.
+
+Two detectors of different families, then one combined score:
+
+(a) forecast residual: the forecast is a blend of an exponentially weighted level and the
+    seasonal-naive value one season ago; the residual's scale is an exponentially weighted
+    median absolute deviation (updates are clipped at ``CLIP`` scales, so a few outliers
+    cannot inflate it): ``za = |x - f| / (1.4826 * mad)``.
+(b) windowed robust z-test: median and MAD of the previous ``window`` values,
+    ``zb = |x - median| / (1.4826 * MAD)`` (a level shift or spike against recent history).
+
+Combined: ``z = max(za, zb)``; its logarithm is tracked by a long and a short exponentially
+weighted mean (the "anomaly likelihood" idea of Numenta's detector: a run of surprising
+points matters more than one); the score is ``max(squash(z), likelihood)`` mapped to
+[0, 1]. During the grace period (``n <= grace``) the score is 0 and the flag false. After a
+flag, scores stay 0 for ``holdoff`` rows (one alarm per event). ``flag = score >= threshold``.
+
+Parameters travel as one float64 array ``cfg`` indexed by the ``C_*`` constants (the
+wrapper in ``bae_core.models.anomaly`` builds it).
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from . import JIT
+
+# state columns of st[s, :]
+LEVEL, MAD, ZMEAN, ZVAR, ZSHORT, HOLD, ABSMEAN, SLOW, SPREAD = range(9)
+N_COLS = 9
+
+# cfg indices
+(C_ALPHA, C_SEASON, C_SEAS_W, C_MAD_BETA, C_CLIP, C_WINDOW, C_GRACE, C_Z0, C_LONG,
+ C_SHORT, C_THRESHOLD, C_HOLDOFF, C_LIK_W, C_FLOOR, C_L0) = range(15)
+N_CFG = 15
+
+_SQRT2 = math.sqrt(2.0)
+
+
+@njit(**JIT)
+def _median(buf, m):
+    tmp = np.sort(buf[:m])
+    if m % 2 == 1:
+        return tmp[m // 2]
+    return 0.5 * (tmp[m // 2 - 1] + tmp[m // 2])
+
+
+@njit(**JIT)
+def _window_z(s, x, nn, ring, window, scratch, floor):
+    """Robust z of x against the last ``window`` values of slot s (before x)."""
+    r = ring.shape[1]
+    m = min(window, nn)
+    if m < 3:
+        return 0.0
+    for j in range(m):
+        scratch[j] = ring[s, (nn - 1 - j) % r]
+    med = _median(scratch, m)
+    for j in range(m):
+        scratch[j] = abs(scratch[j] - med)
+    mad = _median(scratch, m)
+    return abs(x - med) / (1.4826 * mad + floor)
+
+
+@njit(**JIT)
+def score_rows(slot, value, st, n, ring, cfg, out_score, out_flag):
+    """Learn each row (slot, value) in order and write its score and flag.
+
+    Rows whose value is not finite are skipped (score 0, flag false, state unchanged).
+    Returns the number of skipped rows."""
+    alpha = cfg[C_ALPHA]
+    season = int(cfg[C_SEASON])
+    seas_w = cfg[C_SEAS_W]
+    beta = cfg[C_MAD_BETA]
+    clip = cfg[C_CLIP]
+    window = int(cfg[C_WINDOW])
+    grace = int(cfg[C_GRACE])
+    z0 = cfg[C_Z0]
+    a_long = cfg[C_LONG]
+    a_short = cfg[C_SHORT]
+    thr = cfg[C_THRESHOLD]
+    holdoff = cfg[C_HOLDOFF]
+    lik_w = cfg[C_LIK_W]
+    floor_frac = cfg[C_FLOOR]
+    l0 = cfg[C_L0]
+    r = ring.shape[1]
+    scratch = np.empty(max(window, 1))
+    skipped = 0
+    for i in range(slot.shape[0]):
+        s = slot[i]
+        x = value[i]
+        out_score[i] = 0.0
+        out_flag[i] = False
+        if not np.isfinite(x):
+            skipped += 1
+            continue
+        nn = n[s]
+        if nn == 0:
+            st[s, LEVEL] = x
+            st[s, MAD] = 0.0
+            st[s, ABSMEAN] = abs(x)
+            st[s, ZMEAN] = 0.0
+            st[s, ZVAR] = 1.0
+            st[s, ZSHORT] = 0.0
+            st[s, HOLD] = 0.0
+            st[s, SLOW] = x
+            st[s, SPREAD] = 0.0
+            ring[s, 0] = x
+            n[s] = 1
+            continue
+        # scale floor: relative to the series' typical magnitude, so flat series still score
+        floor = 1e-3 * st[s, ABSMEAN] + floor_frac * st[s, SPREAD] + 1e-9
+        # (a) forecast residual with EW-MAD scale
+        f = st[s, LEVEL]
+        if season > 0 and nn >= season and season <= r:
+            f = (1.0 - seas_w) * f + seas_w * ring[s, (nn - season) % r]
+        res = abs(x - f)
+        mad = st[s, MAD]
+        za = res / (1.4826 * mad + floor) if nn > 1 else 0.0
+        # (b) windowed robust z
+        zb = _window_z(s, x, nn, ring, window, scratch, floor)
+        z = max(za, zb)
+        # likelihood of a run of surprise: short vs long EW mean of log(1 + z)
+        lz = math.log1p(z)
+        zm = st[s, ZMEAN]
+        zv = st[s, ZVAR]
+        zs = (1.0 - a_short) * st[s, ZSHORT] + a_short * lz
+        lik = 0.0
+        if nn > 2:
+            t = (zs - zm) / math.sqrt(zv + 1e-6)
+            tail = 0.5 * math.erfc(t / _SQRT2)  # P(N(0,1) > t), exact in the far tail
+            ll = -math.log10(tail + 1e-300)
+            lik = ll / (ll + l0)
+        # state updates (after scoring: the score only uses the past)
+        st[s, ZSHORT] = zs
+        d = lz - zm
+        st[s, ZMEAN] = zm + a_long * d
+        st[s, ZVAR] = (1.0 - a_long) * (zv + a_long * d * d)
+        st[s, LEVEL] += alpha * (x - st[s, LEVEL])
+        if nn == 1:
+            st[s, MAD] = res
+        else:
+            cap = clip * (1.4826 * mad + floor)
+            st[s, MAD] = mad + beta * (min(res, cap) - mad)
+        st[s, ABSMEAN] += 0.01 * (abs(x) - st[s, ABSMEAN])
+        st[s, SPREAD] += 0.01 * (abs(x - st[s, SLOW]) - st[s, SPREAD])
+        st[s, SLOW] += 0.01 * (x - st[s, SLOW])
+        ring[s, nn % r] = x
+        n[s] = nn + 1
+        # combined score, grace period, hold-off
+        if nn + 1 <= grace:
+            continue
+        z2 = z * z
+        sq = z2 / (z2 + z0 * z0)
+        sc = max(sq, lik_w * lik) if lik_w > 0.0 else sq
+        if st[s, HOLD] > 0.0:
+            st[s, HOLD] -= 1.0
+            continue
+        out_score[i] = sc
+        if sc >= thr:
+            out_flag[i] = True
+            st[s, HOLD] = holdoff
+    return skipped
+
+
+@njit(**JIT)
+def user_rate_anomalies(users, counts, segment, ew_rate, ew_var, n_obs, seg_rate,
+                        alpha, k_sigma, seg_mult, min_obs, flags, flagged):
+    """Per-user behaviour anomalies for one interval.
+
+    ``users[i]`` made ``counts[i]`` requests this interval (pass every tracked user,
+    zeros included). A user is flagged when the count is far above their own profile
+    (``> ew_rate + k_sigma * sd`` once ``n_obs >= min_obs``; before that the segment's
+    rate is the baseline) and also above ``seg_mult`` times their segment's typical rate.
+    ``flags[i]`` is written, ``flagged[u]`` counts each user's flags; returns how many
+    users were flagged (none before the segment has a rate). A flagged interval updates the user's profile only a little
+    (alpha / 10, with the count capped at the flag boundary), so a scraper does
+    not become its own normal at once."""
+    total = 0
+    ns = seg_rate.shape[0]
+    seg_sum = np.zeros(ns)
+    seg_cnt = np.zeros(ns)
+    for i in range(users.shape[0]):
+        u = users[i]
+        c = counts[i]
+        g = segment[u]
+        base_seg = seg_rate[g]
+        if n_obs[u] >= min_obs:
+            sd = math.sqrt(ew_var[u]) + 0.5 * math.sqrt(max(ew_rate[u], 1.0))
+            own_high = c > ew_rate[u] + k_sigma * sd
+        else:
+            own_high = c > k_sigma * math.sqrt(max(base_seg, 1.0)) + base_seg
+        is_flag = base_seg > 0.0 and own_high and c > seg_mult * max(base_seg, 1.0)
+        flags[i] = is_flag
+        a = alpha * 0.1 if is_flag else alpha
+        if n_obs[u] == 0:
+            ew_rate[u] = min(c, seg_mult * max(base_seg, 1.0))
+            ew_var[u] = 0.0
+        else:
+            # a flagged interval moves the profile by at most the flag boundary
+            cap = ew_rate[u] + k_sigma * (math.sqrt(ew_var[u]) + 0.5 * math.sqrt(max(ew_rate[u], 1.0)))
+            d = min(c, cap) - ew_rate[u] if is_flag else c - ew_rate[u]
+            ew_rate[u] += a * d
+            ew_var[u] = (1.0 - a) * (ew_var[u] + a * d * d)
+        n_obs[u] += 1
+        if is_flag:
+            flagged[u] += 1
+            total += 1
+        else:
+            seg_sum[g] += c
+            seg_cnt[g] += 1.0
+    for g in range(ns):
+        if seg_cnt[g] > 0.0:
+            m = seg_sum[g] / seg_cnt[g]
+            if seg_rate[g] <= 0.0:
+                seg_rate[g] = m
+            else:
+                seg_rate[g] += alpha * (m - seg_rate[g])
+    return total

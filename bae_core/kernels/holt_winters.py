@@ -1,0 +1,362 @@
+"""Holt-Winters over many series at once, and a light per-user hourly rate tier.
+
+Many-series Holt-Winters (``hw_update`` / ``hw_forecast``)
+----------------------------------------------------------
+State is columnar, indexed by series slot ``s`` and parameter set ``k`` (K sets run side
+by side on every series):
+
+    level[s, k], trend[s, k]      level and damped additive trend
+    s1[s, k, p1], s2[s, k, p2]    first (daily) and second (weekly) seasonal component,
+                                  Taylor's double-seasonal form; a period of 0 disables a
+                                  component (its array then has length 1 and is unused)
+    n_obs[s]                      observations seen (the series' own time index)
+    err[s, k]                     exponentially weighted one-step absolute error
+    var[s, k]                     exponentially weighted one-step squared error
+
+Seasonal modes: ``SEASON_ADD`` (y = l + d + w + e) and ``SEASON_MUL``
+(y = (l) * d * w + e, additive error). Updates are the error-correction form
+(Hyndman et al. 2008, ETS(A,Ad,A) / ETS(A,Ad,M)), with e the one-step error:
+
+    additive:  l' = l + phi*b + alpha*e;   b' = phi*b + alpha*beta*e
+               d += gamma*e;  w += gamma*e
+    multiplicative: r = e / (d*w): l' = l + phi*b + alpha*r;  b' = phi*b + alpha*beta*r
+               d += gamma*e / ((l + phi*b)*w);  w += gamma*e / ((l + phi*b)*d)
+
+Warm-up: the first observation sets the level; during the first ``p1`` observations the
+daily index is set from the data (y - l0, or y / l0) and then re-centred (mean 0, or 1)
+into the level; the weekly index starts neutral and learns by gamma. One-step errors are
+tracked from the end of the warm-up; the EW weight is ``max(lam, 1/m)`` after m errors so
+the first errors are a plain mean.
+
+Parameter choice is online: the forecast follows, per series, the set with the lowest
+``err``. Quantiles are Gaussian around the point forecast: sigma_h^2 = var[s, best] *
+(1 + sum_{j<h} c_j^2), c_j = alpha*(1 + beta*(phi + .. + phi^j)) + gamma*[j % p1 == 0]
++ gamma*[j % p2 == 0] (the h-step variance factor of ETS(A,Ad,A); used as an
+approximation for the multiplicative mode too). ``z`` holds the standard normal scores
+of the wanted quantiles (0, 1.2816, 2.3263 for p50, p90, p99); they are upper quantiles.
+
+Per observation the update touches K*(4 + 2) numbers and allocates nothing.
+
+Light per-user tier (``user_rate_*``)
+------------------------------------
+Per user: request-count level and trend per hour (float32), the hour being counted
+(int32, hours since the epoch) and its count (float32), and a 24-slot hour-of-day profile
+(float32, mean about 1): 4 + 4 + 4 + 4 + 96 = 112 bytes. An hour closes when an event of
+a later hour arrives (or ``user_rate_close`` is called with the clock); empty hours in
+between close as zero. Events for an hour already closed are dropped and counted.
+"""
+
+import numpy as np
+from numba import njit
+
+from . import JIT
+
+SEASON_NONE = 0
+SEASON_ADD = 1
+SEASON_MUL = 2
+
+_TINY = 1e-12
+
+
+@njit(**JIT)
+def _warm(p1):
+    """Index at which one-step errors start counting."""
+    return p1 if p1 > 1 else 1
+
+
+@njit(**JIT)
+def hw_update(slots, values, mode, p1, p2, alpha, beta, gamma, phi, lam,
+              level, trend, s1, s2, n_obs, err, var):
+    """Feed one observation per row (``slots[i]``, ``values[i]``), rows in time order.
+    Returns the number of rows skipped (non-finite value or slot out of range)."""
+    n = level.shape[0]
+    K = level.shape[1]
+    skipped = 0
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        y = values[i]
+        if s < 0 or s >= n or not np.isfinite(y):
+            skipped += 1
+            continue
+        t = n_obs[s]
+        if t == 0:
+            for k in range(K):
+                level[s, k] = y
+                trend[s, k] = 0.0
+                if p1 > 0:
+                    s1[s, k, 0] = 0.0 if mode != SEASON_MUL else 1.0
+                if p2 > 0:
+                    for j in range(p2):
+                        s2[s, k, j] = 0.0 if mode != SEASON_MUL else 1.0
+            n_obs[s] = 1
+            continue
+        if p1 > 0 and t < p1:
+            # warm-up of the first seasonal component: index = deviation from the first value
+            for k in range(K):
+                l0 = level[s, k]
+                if mode == SEASON_MUL:
+                    s1[s, k, t] = y / l0 if abs(l0) > _TINY else 1.0
+                else:
+                    s1[s, k, t] = y - l0
+                if t == p1 - 1:
+                    m = 0.0
+                    for j in range(p1):
+                        m += s1[s, k, j]
+                    m /= p1
+                    if mode == SEASON_MUL:
+                        if abs(m) > _TINY:
+                            level[s, k] = l0 * m
+                            for j in range(p1):
+                                s1[s, k, j] /= m
+                    else:
+                        level[s, k] = l0 + m
+                        for j in range(p1):
+                            s1[s, k, j] -= m
+            n_obs[s] = t + 1
+            continue
+        i1 = t % p1 if p1 > 0 else 0
+        i2 = t % p2 if p2 > 0 else 0
+        m_err = t - _warm(p1) + 1
+        w = 1.0 / m_err
+        if w < lam:
+            w = lam
+        for k in range(K):
+            l = level[s, k]
+            b = trend[s, k]
+            ph = phi[k]
+            a = alpha[k]
+            g = gamma[k]
+            base = l + ph * b
+            if mode == SEASON_MUL:
+                d = s1[s, k, i1] if p1 > 0 else 1.0
+                wk = s2[s, k, i2] if p2 > 0 else 1.0
+                yhat = base * d * wk
+                e = y - yhat
+                dw = d * wk
+                r = e / dw if abs(dw) > _TINY else 0.0
+                level[s, k] = base + a * r
+                trend[s, k] = ph * b + a * beta[k] * r
+                if p1 > 0:
+                    den = base * wk
+                    if abs(den) > _TINY:
+                        s1[s, k, i1] = d + g * e / den
+                if p2 > 0:
+                    den = base * d
+                    if abs(den) > _TINY:
+                        s2[s, k, i2] = wk + g * e / den
+            else:
+                d = s1[s, k, i1] if p1 > 0 else 0.0
+                wk = s2[s, k, i2] if p2 > 0 else 0.0
+                yhat = base + d + wk
+                e = y - yhat
+                level[s, k] = base + a * e
+                trend[s, k] = ph * b + a * beta[k] * e
+                if p1 > 0:
+                    s1[s, k, i1] = d + g * e
+                if p2 > 0:
+                    s2[s, k, i2] = wk + g * e
+            err[s, k] += w * (abs(e) - err[s, k])
+            var[s, k] += w * (e * e - var[s, k])
+        n_obs[s] = t + 1
+    return skipped
+
+
+@njit(**JIT)
+def hw_best(s, err):
+    K = err.shape[1]
+    best = 0
+    for k in range(1, K):
+        if err[s, k] < err[s, best]:
+            best = k
+    return best
+
+
+@njit(**JIT)
+def hw_forecast(slots, h, mode, p1, p2, alpha, beta, gamma, phi,
+                level, trend, s1, s2, n_obs, err, var, z, mean_out, q_out, best_out):
+    """h-step forecasts of the series ``slots`` from the set with the lowest one-step
+    error: ``mean_out[i, j]`` is the mean j+1 steps ahead, ``q_out[i, q, j]`` the
+    quantile with normal score ``z[q]``, ``best_out[i]`` the set used. Series never seen
+    get NaN and best -1. Nothing in the state changes."""
+    n = level.shape[0]
+    nz = z.shape[0]
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        if s < 0 or s >= n or n_obs[s] == 0:
+            best_out[i] = -1
+            for j in range(h):
+                mean_out[i, j] = np.nan
+                for q in range(nz):
+                    q_out[i, q, j] = np.nan
+            continue
+        k = hw_best(s, err)
+        best_out[i] = k
+        t = n_obs[s]
+        l = level[s, k]
+        b = trend[s, k]
+        ph = phi[k]
+        a = alpha[k]
+        g = gamma[k]
+        sig2 = var[s, k]
+        psum = 0.0
+        pw = 1.0
+        cum = 0.0  # sum of c_j^2 for j < step
+        for j in range(h):
+            step = j + 1
+            pw *= ph
+            psum += pw
+            tt = t + j
+            base = l + psum * b
+            if mode == SEASON_MUL:
+                d = s1[s, k, tt % p1] if p1 > 0 and (t >= p1 or tt % p1 < t) else 1.0
+                wk = s2[s, k, tt % p2] if p2 > 0 else 1.0
+                f = base * d * wk
+            else:
+                d = s1[s, k, tt % p1] if p1 > 0 and (t >= p1 or tt % p1 < t) else 0.0
+                wk = s2[s, k, tt % p2] if p2 > 0 else 0.0
+                f = base + d + wk
+            mean_out[i, j] = f
+            sd = np.sqrt(sig2 * (1.0 + cum))
+            for q in range(nz):
+                q_out[i, q, j] = f + z[q] * sd
+            # c_step for the next horizon: alpha*(1 + beta*(phi + .. + phi^step)) + seasonal
+            c = a * (1.0 + beta[k] * psum)
+            if p1 > 0 and step % p1 == 0:
+                c += g
+            if p2 > 0 and step % p2 == 0:
+                c += g
+            cum += c * c
+
+
+# ---------------------------------------------------------------------------------------
+# Light per-user tier: hourly request counts, level + damped trend + hour-of-day profile
+# ---------------------------------------------------------------------------------------
+
+HOUR_US = 3_600_000_000
+MAX_GAP_HOURS = 24 * 14  # longer silences close as this many empty hours
+
+
+@njit(**JIT)
+def _user_close_hour(u, c, hod, level, trend, profile, alpha, beta, gamma, phi, first):
+    p = profile[u, hod]
+    if first:
+        level[u] = c
+        trend[u] = 0.0
+        return
+    x = c / p if p > 1e-3 else c
+    prev = level[u]
+    lv = alpha * x + (1.0 - alpha) * (prev + phi * trend[u])
+    if lv < 0.0:
+        lv = 0.0
+    level[u] = lv
+    trend[u] = beta * (lv - prev) + (1.0 - beta) * phi * trend[u]
+    if lv > 1e-6:
+        np_ = gamma * (c / lv) + (1.0 - gamma) * p
+        profile[u, hod] = np_ if np_ < 24.0 else 24.0
+
+
+@njit(**JIT)
+def _user_advance(u, hour, level, trend, last_hour, count, profile, alpha, beta, gamma, phi,
+                  n_closed):
+    """Close user u's hours last_hour .. hour-1 and start counting ``hour``."""
+    lh = last_hour[u]
+    gap = hour - lh
+    first = n_closed[u] == 0
+    _user_close_hour(u, count[u], lh % 24, level, trend, profile, alpha, beta, gamma, phi,
+                     first)
+    n_closed[u] += 1
+    if gap > MAX_GAP_HOURS:
+        gap = MAX_GAP_HOURS
+    for j in range(1, gap):
+        _user_close_hour(u, 0.0, (lh + j) % 24, level, trend, profile, alpha, beta, gamma,
+                         phi, False)
+    last_hour[u] = hour
+    count[u] = 0.0
+
+
+@njit(**JIT)
+def user_rate_update(slots, ts_us, level, trend, last_hour, count, profile, n_closed,
+                     alpha, beta, gamma, phi):
+    """Count one request per event into its user's current hour, closing finished hours.
+    ``last_hour[u] < 0`` marks a user not seen yet. Returns the events dropped as late
+    (for an hour already closed)."""
+    dropped = 0
+    for i in range(slots.shape[0]):
+        u = slots[i]
+        hour = ts_us[i] // HOUR_US
+        lh = last_hour[u]
+        if lh < 0:
+            last_hour[u] = hour
+            count[u] = 1.0
+            continue
+        if hour < lh:
+            dropped += 1
+            continue
+        if hour > lh:
+            _user_advance(u, hour, level, trend, last_hour, count, profile, alpha, beta,
+                          gamma, phi, n_closed)
+        count[u] += 1.0
+    return dropped
+
+
+@njit(**JIT)
+def user_rate_close(now_us, level, trend, last_hour, count, profile, n_closed,
+                    alpha, beta, gamma, phi):
+    """Close, for every user, the hours that ended before ``now_us``."""
+    hour = now_us // HOUR_US
+    for u in range(last_hour.shape[0]):
+        if last_hour[u] >= 0 and last_hour[u] < hour:
+            _user_advance(u, hour, level, trend, last_hour, count, profile, alpha, beta,
+                          gamma, phi, n_closed)
+
+
+@njit(**JIT)
+def user_rate_forecast(slots, now_us, level, trend, last_hour, count, profile, n_closed,
+                       phi, out):
+    """Expected requests of each user in the hours now, now+1, .. (``out.shape[1]`` of
+    them). The hour being counted never forecasts below what it already holds; a user not
+    seen yet gets 0; one without a closed hour yet repeats its current count."""
+    h = out.shape[1]
+    hour = now_us // HOUR_US
+    for i in range(slots.shape[0]):
+        u = slots[i]
+        lh = last_hour[u]
+        for j in range(h):
+            out[i, j] = 0.0
+        if lh < 0:
+            continue
+        if n_closed[u] == 0:
+            for j in range(h):
+                if hour + j >= lh:
+                    out[i, j] = count[u]
+            continue
+        # the state is as of hour lh - 1; target hour H is H - lh + 1 steps ahead
+        for j in range(h):
+            target = hour + j
+            steps = target - lh + 1
+            if steps < 1:
+                steps = 1
+            psum = 0.0
+            pw = 1.0
+            for _ in range(steps):
+                pw *= phi
+                psum += pw
+            f = (level[u] + psum * trend[u]) * profile[u, target % 24]
+            if f < 0.0:
+                f = 0.0
+            if target == lh and f < count[u]:
+                f = count[u]
+            out[i, j] = f
+
+
+def user_rate_state(n_users):
+    """Fresh light-tier state for ``n_users`` users (112 bytes each, plus an int32
+    closed-hours counter: 116 bytes)."""
+    return dict(
+        level=np.zeros(n_users, np.float32),
+        trend=np.zeros(n_users, np.float32),
+        last_hour=np.full(n_users, -1, np.int32),
+        count=np.zeros(n_users, np.float32),
+        profile=np.ones((n_users, 24), np.float32),
+        n_closed=np.zeros(n_users, np.int32),
+    )

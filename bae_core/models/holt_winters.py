@@ -1,0 +1,166 @@
+"""Holt-Winters over many regular series, with online choice among K parameter sets.
+
+A thin typed wrapper over ``bae_core.kernels.holt_winters`` (see its docstring for the
+equations, the warm-up and how quantiles are made).
+
+>>> import numpy as np
+>>> m = HoltWinters(periods=(4, 0), n_series=2, grid="single")
+>>> y = np.tile([1.0, 2.0, 3.0, 2.0], 5)
+>>> m.learn({"slot": np.zeros(20, np.int64), "value": y})
+>>> np.round(m.predict({"h": 4, "slots": np.array([0])})["mean"], 3)
+array([[1., 2., 3., 2.]])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bae_core.errors import ConfigError
+from bae_core.kernels import holt_winters as K
+
+from .base import Model
+
+GRIDS = {
+    # (alpha, beta, gamma, phi)
+    "default": ((0.05, 0.0, 0.05, 0.98), (0.2, 0.01, 0.1, 0.98), (0.5, 0.02, 0.2, 0.95),
+                (0.8, 0.0, 0.2, 0.9)),
+    "single": ((0.2, 0.01, 0.1, 0.98),),
+}
+MODES = {"additive": K.SEASON_ADD, "multiplicative": K.SEASON_MUL}
+Z = np.array([0.0, 1.2815515655446004, 2.3263478740408408])  # p50, p90, p99
+
+
+class HoltWinters(Model):
+    """Params: ``bucket_s`` (seconds per observation; informational), ``periods``
+    (first and second seasonal period in buckets, 0 disables), ``grid`` (a name in GRIDS
+    or a tuple of (alpha, beta, gamma, phi)), ``seasonal`` ("additive" or
+    "multiplicative"), ``n_series`` (initial slots; grows on demand), ``err_decay`` (EW
+    weight of the one-step error used to pick a set and to size the quantiles)."""
+
+    def __init__(self, bucket_s: int = 60, periods: tuple = (1440, 10080),
+                 grid="default", seasonal: str = "additive", n_series: int = 1024,
+                 err_decay: float = 0.02):
+        self.bucket_s = bucket_s
+        self.periods = periods
+        self.grid = grid
+        self.seasonal = seasonal
+        self.n_series = n_series
+        self.err_decay = err_decay
+        sets = GRIDS.get(grid) if isinstance(grid, str) else grid
+        if sets is None:
+            raise ConfigError("grid", f"unknown grid {grid!r}",
+                              f"use one of {sorted(GRIDS)} or a tuple of "
+                              "(alpha, beta, gamma, phi)")
+        g = np.asarray(sets, float).reshape(-1, 4)
+        if len(g) == 0 or np.any(g[:, :3] < 0) or np.any(g[:, :3] > 1) or \
+                np.any(g[:, 3] <= 0) or np.any(g[:, 3] > 1):
+            raise ConfigError("grid", "each set needs 0 <= alpha, beta, gamma <= 1 and "
+                              "0 < phi <= 1", "fix the parameter sets")
+        self._alpha, self._beta, self._gamma, self._phi = (np.ascontiguousarray(g[:, i])
+                                                            for i in range(4))
+        if seasonal not in MODES:
+            raise ConfigError("seasonal", f"unknown mode {seasonal!r}",
+                              "use 'additive' or 'multiplicative'")
+        self._mode = MODES[seasonal]
+        p = tuple(int(x) for x in periods) + (0, 0)
+        self._p1, self._p2 = p[0], p[1]
+        if self._p1 < 0 or self._p2 < 0 or (self._p1 == 0 and self._p2 > 0):
+            raise ConfigError("periods", f"bad periods {periods!r}",
+                              "give (daily, weekly) in buckets, >= 0; put a single "
+                              "period first")
+        self._alloc(max(1, int(n_series)))
+
+    def _alloc(self, n: int) -> None:
+        k = len(self._alpha)
+        self._level = np.zeros((n, k))
+        self._trend = np.zeros((n, k))
+        self._s1 = np.zeros((n, k, max(self._p1, 1)))
+        self._s2 = np.zeros((n, k, max(self._p2, 1)))
+        self._n_obs = np.zeros(n, np.int64)
+        self._err = np.zeros((n, k))
+        self._var = np.zeros((n, k))
+
+    def _grow(self, n: int) -> None:
+        old = self.state()
+        self._alloc(n)
+        for name, a in old.items():
+            getattr(self, "_" + name)[: len(a)] = a
+
+    def params(self) -> dict:
+        return dict(bucket_s=self.bucket_s, periods=self.periods, grid=self.grid,
+                    seasonal=self.seasonal, n_series=self.n_series,
+                    err_decay=self.err_decay)
+
+    @property
+    def state_bytes_per_series(self) -> int:
+        return sum(a[0].nbytes for a in self.state().values())
+
+    def learn(self, batch: dict[str, np.ndarray]) -> None:
+        slots = np.ascontiguousarray(batch["slot"], np.int64)
+        values = np.ascontiguousarray(batch["value"], np.float64)
+        if len(slots) == 0:
+            return
+        top = int(slots.max())
+        if top >= len(self._n_obs):
+            self._grow(max(top + 1, 2 * len(self._n_obs)))
+        K.hw_update(slots, values, self._mode, self._p1, self._p2, self._alpha, self._beta,
+                    self._gamma, self._phi, float(self.err_decay), self._level,
+                    self._trend, self._s1, self._s2, self._n_obs, self._err, self._var)
+
+    def learn_arrays(self, slots: np.ndarray, values: np.ndarray) -> int:
+        """The hot path: int64 slots (all < current capacity) and float64 values, no
+        checks or copies. Returns rows skipped."""
+        return K.hw_update(slots, values, self._mode, self._p1, self._p2, self._alpha,
+                           self._beta, self._gamma, self._phi, float(self.err_decay),
+                           self._level, self._trend, self._s1, self._s2, self._n_obs,
+                           self._err, self._var)
+
+    def predict(self, query: dict) -> dict[str, np.ndarray]:
+        h = int(query["h"])
+        slots = query.get("slots")
+        slots = (np.arange(len(self._n_obs), dtype=np.int64) if slots is None
+                 else np.ascontiguousarray(slots, np.int64))
+        n = len(slots)
+        mean = np.empty((n, h))
+        q = np.empty((n, len(Z), h))
+        best = np.empty(n, np.int64)
+        K.hw_forecast(slots, h, self._mode, self._p1, self._p2, self._alpha, self._beta,
+                      self._gamma, self._phi, self._level, self._trend, self._s1, self._s2,
+                      self._n_obs, self._err, self._var, Z, mean, q, best)
+        return {"mean": mean, "p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2], "set": best}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"level": self._level.copy(), "trend": self._trend.copy(),
+                "s1": self._s1.copy(), "s2": self._s2.copy(), "n_obs": self._n_obs.copy(),
+                "err": self._err.copy(), "var": self._var.copy()}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        n = len(state["n_obs"])
+        self._alloc(n)
+        for name, a in state.items():
+            dst = getattr(self, "_" + name)
+            if dst.shape != np.shape(a):
+                raise ConfigError("state", f"{name} has shape {np.shape(a)}, expected "
+                                  f"{dst.shape}", "restore into a model built with the "
+                                  "same periods and grid")
+            dst[...] = a
+
+    @classmethod
+    def check_cases(cls):
+        rng = np.random.default_rng(7)
+        t = np.arange(48)
+        a = 10 + 3 * np.sin(2 * np.pi * t / 6) + rng.normal(0, 0.3, 48)
+        b = 50 + 0.5 * t + rng.normal(0, 1, 48)
+        slots = np.empty(96, np.int64)
+        vals = np.empty(96)
+        slots[0::2], slots[1::2] = 0, 1
+        vals[0::2], vals[1::2] = a, b
+        batch = {"slot": slots, "value": vals}
+        return [
+            (dict(bucket_s=60, periods=(6, 0), grid="default", seasonal="additive",
+                  n_series=2, err_decay=0.05), batch, {"h": 8}),
+            (dict(bucket_s=300, periods=(3, 12), grid="default", seasonal="multiplicative",
+                  n_series=4, err_decay=0.02), batch, {"h": 5, "slots": np.array([1, 0])}),
+            (dict(bucket_s=60, periods=(0, 0), grid=((0.3, 0.1, 0.0, 0.9),),
+                  seasonal="additive", n_series=1, err_decay=0.1), batch, {"h": 3}),
+        ]
