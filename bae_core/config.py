@@ -100,6 +100,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "beta": Key(float, 0.05, "trend smoothing", _range(0, 1)),
         "phi": Key(float, 0.98, "trend damping", _range(0, 1)),
         "history": Key(int, 360, "closed buckets kept per service", _range(8, 1 << 16)),
+        "arima_p": Key(int, 4, "online ARIMA: autoregressive order", _range(0, 32)),
+        "arima_d": Key(int, 1, "online ARIMA: differencing order", _range(0, 2)),
+        "arima_q": Key(int, 2, "online ARIMA: moving-average order (as extra AR lags)",
+                       _range(0, 32)),
     },
     "policy": {
         "tick_s": Key(float, 1.0, "how often allocations are recomputed", _range(0.01, 3600)),

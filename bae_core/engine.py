@@ -11,6 +11,7 @@ import numpy as np
 from . import policy, wire
 from .kernels import rates
 from .kernels import users as user_kernels
+from .models.arima import OnlineARIMA
 from .slots import EMPTY
 from .state import CHUNK, Segments, Services, Users
 
@@ -33,6 +34,8 @@ class Engine:
         self.unsaved_names: list[np.ndarray] = []  # NAME records since the last checkpoint
         self.names_saved = 0  # NAME chunks written by earlier checkpoints
         self.evicted = 0
+        self._user_by_name: dict[str, int] = {}
+        self.forecasters = {"arima": OnlineARIMA(64, p=m.arima_p, d=m.arima_d, q=m.arima_q)}
         self.campaigns = np.zeros(0, wire.CONTEXT)
         self.accepted = {t: 0 for t in wire.INPUT_TYPES}
         self.late_dropped = 0
@@ -99,7 +102,10 @@ class Engine:
 
     def _names(self, r: np.ndarray) -> None:
         for rec in r:
-            self.names[int(rec["kind"])][int(rec["id"])] = wire.name_str(rec)
+            kind, id_, name = int(rec["kind"]), int(rec["id"]), wire.name_str(rec)
+            self.names[kind][id_] = name
+            if kind == wire.NameKind.USER:
+                self._user_by_name[name] = id_
         self.unsaved_names.append(r.astype(wire.NAME))
         svc = r[r["kind"] == wire.NameKind.SERVICE]
         if len(svc):
@@ -137,6 +143,7 @@ class Engine:
             return np.zeros(0, wire.ALLOCATION)
         rates.close_all(n, until, svcs.ring_ids, svcs.ring_counts, svcs.closed, svcs.level,
                         svcs.trend, svcs.n_obs, svcs.hist, m.alpha, m.beta, m.phi, m.bucket_s)
+        self._feed_forecasters(n)
         lead = max(1, int(round(p.lead_time_s / m.bucket_s)))
         base = np.empty(n)
         rates.forecast(svcs.level[:n], svcs.trend[:n], m.phi, lead, base)
@@ -170,6 +177,58 @@ class Engine:
             svcs.published[changed] = decision.desired[changed]
         return out
 
+    def _feed_forecasters(self, n: int) -> None:
+        """Hand the buckets closed since the last tick to every per-service forecaster."""
+        svcs = self.services
+        slots, values = rates.closed_since(svcs.fed[:n], svcs.n_obs[:n], svcs.hist)
+        svcs.fed[:n] = svcs.n_obs[:n]
+        for f in self.forecasters.values():
+            f.grow(svcs.slots.capacity)
+            if len(slots):
+                f.learn({"slot": slots, "value": values})
+
+    def user_profile(self, key: str) -> dict | None:
+        """One user's state, by numeric id or registered name; None if unknown."""
+        users = self.users
+        uid = self._user_by_name.get(key)
+        if uid is None and key.isascii() and key.isdigit() and int(key) < wire.NO_ID:
+            uid = int(key)
+        slot = users.slots.find_one(uid) if uid is not None else -1
+        if slot < 0:
+            return None
+        hourly = users.hourly[slot].astype(float)
+        recent = users.recent.latest(slot, users.recent.capacity)
+        span = float(recent[-1] - recent[0]) if len(recent) > 1 else 0.0
+        return {
+            "id": str(uid), "name": self.names[wire.NameKind.USER].get(uid),
+            "requests": int(users.requests[slot]),
+            "last_seen_us": int(users.last_seen_us[slot]),
+            "segment": int(users.segment[slot]),
+            "tier": wire.Tier(int(users.tier[slot])).name.lower(),
+            "hourly_requests_utc": hourly.tolist(),
+            "peak_hours_utc": [int(h) for h in np.argsort(-hourly, kind="stable")[:3]
+                               if hourly[h] > 0],
+            "recent_request_times_s": recent.tolist(),
+            "recent_rate_per_min": (len(recent) - 1) / span * 60 if span > 0 else None,
+        }
+
+    def service_forecast(self, slot: int, horizon: int) -> dict:
+        """Forecasts of one service's request rate, ``horizon`` buckets ahead, by model:
+        mean and p50/p90/p99 per step (the smoother has no quantiles)."""
+        s, m = self.services, self.cfg.model
+        out = {}
+        holt = np.empty(1)
+        steps = []
+        for h in range(1, horizon + 1):
+            rates.forecast(s.level[slot:slot + 1], s.trend[slot:slot + 1], m.phi, h, holt)
+            steps.append(float(holt[0]))
+        out["holt"] = {"mean": steps}
+        for name, f in self.forecasters.items():
+            got = f.predict({"h": horizon, "slots": np.array([slot])})
+            out[name] = {k: [None if not np.isfinite(x) else max(0.0, float(x)) for x in v[0]]
+                         for k, v in got.items()}
+        return out
+
     def campaign_multipliers(self, now_us: int) -> np.ndarray:
         """Per service slot, the largest multiplier among campaigns active at ``now_us``
         that name the service or all services (1.0 when none)."""
@@ -200,6 +259,9 @@ class Engine:
         yield from self.segments.parts("segments", dirty_only=False)
         yield from self.services.parts("services", dirty_only=False)
         yield "campaigns", self.campaigns.copy()
+        for name, f in self.forecasters.items():
+            for k, v in f.state().items():
+                yield f"forecaster.{name}.{k}", v
         pending = self.unsaved_names
         self.unsaved_names = []
         if full:  # one chunk with every name, replacing the earlier ones
@@ -224,13 +286,22 @@ class Engine:
         self.segments.load("segments", arrays)
         self.services.load("services", arrays)
         self.campaigns = arrays["campaigns"].astype(wire.CONTEXT)
+        for name, f in self.forecasters.items():
+            got = {k.rsplit(".", 1)[1]: v for k, v in arrays.items()
+                   if k.startswith(f"forecaster.{name}.")}
+            if got:
+                f.grow(len(next(iter(got.values()))))
+                try:
+                    f.restore(got)
+                except (ValueError, KeyError):  # saved under other model settings
+                    pass
         self.accepted.update({wire.MsgType[k]: n for k, n in meta["accepted"].items()})
         self.late_dropped = meta["late_dropped"]
         self.evicted = meta.get("evicted", 0)
         self.names_saved = meta.get("names_saved", 0)
         for i in range(self.names_saved):
-            for rec in arrays.get(f"names.{i:08d}", ()):
-                self.names[int(rec["kind"])][int(rec["id"])] = wire.name_str(rec)
+            self._names(arrays.get(f"names.{i:08d}", np.zeros(0, wire.NAME)))
+        self.unsaved_names = []
 
     # ---- views --------------------------------------------------------------------
     def allocations(self, now_us: int) -> np.ndarray:

@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "13-hour log in under a minute)")
     d.add_argument("--http", default="127.0.0.1:0")
     d.set_defaults(fn=cmd_demo)
+    from .detect import add_detect_parser
+
+    add_detect_parser(sub)
     return p
 
 

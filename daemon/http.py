@@ -62,6 +62,36 @@ def make_app(daemon) -> web.Application:
                                      status=404)
         return web.json_response(e.service_summary(slot))
 
+    async def forecast(request):
+        e = daemon.engine
+        slot = e.find_service(request.match_info["name"])
+        if slot < 0:
+            return web.json_response({"error": f"unknown service "
+                                      f"{request.match_info['name']!r}",
+                                      "fix": "GET /v1/services lists the known ones"},
+                                     status=404)
+        try:
+            horizon = int(request.query.get("horizon", "12"))
+            if not 1 <= horizon <= 10_000:
+                raise ValueError
+        except ValueError:
+            return web.json_response({"error": "horizon must be an integer 1..10000",
+                                      "fix": "e.g. ?horizon=12"}, status=400)
+        return web.json_response({"service": e.service_name(int(e.services.slots.ids[slot])),
+                                  "bucket_s": daemon.cfg.model.bucket_s, "horizon": horizon,
+                                  "unit": "requests/s", "models":
+                                  e.service_forecast(slot, horizon)})
+
+    async def user(request):
+        e = daemon.engine
+        key = request.match_info["id"]
+        view = e.user_profile(key)
+        if view is None:
+            return web.json_response({"error": f"unknown or evicted user {key!r}",
+                                      "fix": "use the numeric id or a registered name"},
+                                     status=404)
+        return web.json_response(view)
+
     async def allocations(_):
         e = daemon.engine
         recs = e.allocations(int(time.time() * 1e6))
@@ -77,5 +107,7 @@ def make_app(daemon) -> web.Application:
     app.router.add_get("/v1/stats", stats)
     app.router.add_get("/v1/services", services)
     app.router.add_get("/v1/services/{name}", service)
+    app.router.add_get("/v1/services/{name}/forecast", forecast)
+    app.router.add_get("/v1/users/{id}", user)
     app.router.add_get("/v1/allocations", allocations)
     return app

@@ -335,3 +335,31 @@ def test_systemd_notify_ready_watchdog_and_stopping(start_daemon, tmp_path):
         assert any("STOPPING=1" in m for _, m in got)
     finally:
         sock.close()
+
+
+def test_user_profile_and_service_forecast_routes(daemon):
+    names = wire.make_names(wire.NameKind.USER, [5], ["alice.example.org"])
+    with EventPublisher(daemon.ingest) as pub:
+        pub.send_frame(wire.MsgType.NAME, names)
+        pub.send_frame(wire.MsgType.NAME, service_names([1], ["web"]))
+        for k in range(30):  # three seconds of traffic: buckets close, forecasters learn
+            r = requests(50, services=(1,), users=10, seed=k)
+            r["user"][:5] = 5
+            pub.send_frame(wire.MsgType.REQUEST, r)
+            time.sleep(0.1)
+    daemon.wait_for(lambda s: s["events_accepted"] == 1500, what="accepted")
+    u = daemon.get("/v1/users/alice.example.org")
+    assert u["id"] == "5" and u["requests"] >= 150 and u["name"] == "alice.example.org"
+    assert sum(u["hourly_requests_utc"]) == u["requests"]
+    assert len(u["recent_request_times_s"]) == 8 and u["recent_rate_per_min"] > 0
+    assert daemon.get("/v1/users/5")["requests"] == u["requests"]
+    f = daemon.get("/v1/services/web/forecast?horizon=6")
+    assert f["horizon"] == 6 and f["unit"] == "requests/s"
+    assert len(f["models"]["holt"]["mean"]) == 6
+    arima = f["models"]["arima"]
+    assert len(arima["p90"]) == 6 and all(p >= m for p, m in zip(arima["p90"], arima["mean"]))
+    for bad, code in (("/v1/users/nobody", 404), ("/v1/services/nope/forecast", 404),
+                      ("/v1/services/web/forecast?horizon=x", 400)):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            daemon.get(bad)
+        assert e.value.code == code

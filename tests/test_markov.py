@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from bae_core import errors
+from bae_core.kernels import markov as mk
 from bae_core.models.markov import FirstOrder, Markov, MostPopular
 from daemon.evaluate_markov import add_eval_markov_parser, eval_markov
 
@@ -194,14 +195,22 @@ def test_heavy_hitters_keep_the_true_top_transitions():
     nxt = np.where(u < 0.20, 1, np.where(u < 0.35, 2, np.where(u < 0.45, 3, tail)))
     res = np.stack([np.zeros(n, np.int64), nxt], 1).ravel().astype(np.uint64)
     users = np.repeat(np.arange(n), 2).astype(np.uint64)
-    m = Markov(max_per_row=8, min_order2=1.0, min_order1=1.0, half_life_s=0.0,
+    R = 16  # space-saving keeps every target above n / R, under-counted by at most n / R
+    m = Markov(max_per_row=R, min_order2=1.0, min_order1=1.0, half_life_s=0.0,
                session_gap_s=1800.0, capacity=1024)
     m.learn({"user": users, "resource": res})
-    out = m.predict({"context": np.array([[EMPTY, 0]], np.uint64), "k": 3})
-    assert out["resource"][0].tolist() == [1, 2, 3]
-    # guaranteed counts: never above the truth, and close to it for the heavy ones
-    np.testing.assert_allclose(out["prob"][0], [0.20, 0.15, 0.10], atol=0.02)
-    assert m.res.shape[1] == 8  # the row holds at most R targets
+    # the order-1 row of resource 0
+    r = mk.find_row(m._rkeys, m._rvals, mk.row_key(1, 0, mk.NONE, m._res.find_one(0)))
+    g = m.cnt[r] - m.err[r]  # guaranteed counts
+    top = np.argsort(-g, kind="stable")[:3]
+    assert m._res.ids[m.res[r, top]].tolist() == [1, 2, 3]
+    true = np.array([np.sum(nxt == x) for x in (1, 2, 3)])
+    assert np.all(g[top] <= true) and np.all(g[top] >= true - n / R)
+    assert m.tot[r] == n and m.oth[r] == pytest.approx(n - g.sum())
+    # and the prediction ranks them in that order (0 is the globally popular one)
+    out = m.predict({"context": np.array([[EMPTY, 0]], np.uint64), "k": 4})
+    assert [x for x in out["resource"][0].tolist() if x != 0][:3] == [1, 2, 3]
+    assert m.res.shape[1] == R and m.nd[r] == R  # the row holds at most R targets
 
 
 def test_topk_for_many_users_at_once():

@@ -18,9 +18,12 @@ Seasonal modes: ``SEASON_ADD`` (y = l + d + w + e) and ``SEASON_MUL``
 (Hyndman et al. 2008, ETS(A,Ad,A) / ETS(A,Ad,M)), with e the one-step error:
 
     additive:  l' = l + phi*b + alpha*e;   b' = phi*b + alpha*beta*e
-               d += gamma*e;  w += gamma*e
+               d += gamma1*e;  w += gamma*e
     multiplicative: r = e / (d*w): l' = l + phi*b + alpha*r;  b' = phi*b + alpha*beta*r
-               d += gamma*e / ((l + phi*b)*w);  w += gamma*e / ((l + phi*b)*d)
+               d += gamma1*e / ((l + phi*b)*w);  w += gamma*e / ((l + phi*b)*d)
+
+with gamma1 = max(gamma, 1 / visits) where visits = n_obs // p1 (days seen so far): the
+daily index is the running mean of its visits until 1/visits falls below gamma, then EW.
 
 Warm-up: the first observation sets the level; during the first ``p1`` observations the
 daily index is set from the data (y - l0, or y / l0) and then re-centred (mean 0, or 1)
@@ -59,13 +62,13 @@ _TINY = 1e-12
 
 
 @njit(**JIT)
-def _warm(p1):
+def _warm(p1, wc):
     """Index at which one-step errors start counting."""
-    return p1 if p1 > 1 else 1
+    return wc * p1 if p1 > 0 else 1
 
 
 @njit(**JIT)
-def hw_update(slots, values, mode, p1, p2, alpha, beta, gamma, phi, lam,
+def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam,
               level, trend, s1, s2, n_obs, err, var):
     """Feed one observation per row (``slots[i]``, ``values[i]``), rows in time order.
     Returns the number of rows skipped (non-finite value or slot out of range)."""
@@ -83,40 +86,41 @@ def hw_update(slots, values, mode, p1, p2, alpha, beta, gamma, phi, lam,
             for k in range(K):
                 level[s, k] = y
                 trend[s, k] = 0.0
-                if p1 > 0:
-                    s1[s, k, 0] = 0.0 if mode != SEASON_MUL else 1.0
-                if p2 > 0:
-                    for j in range(p2):
-                        s2[s, k, j] = 0.0 if mode != SEASON_MUL else 1.0
-            n_obs[s] = 1
-            continue
-        if p1 > 0 and t < p1:
-            # warm-up of the first seasonal component: index = deviation from the first value
+                for j in range(s1.shape[2]):
+                    s1[s, k, j] = 0.0
+                for j in range(s2.shape[2]):
+                    s2[s, k, j] = 0.0 if mode != SEASON_MUL else 1.0
+        if p1 > 0 and t < wc * p1:
+            # warm-up (classical decomposition): s1 = mean of the raw values at each
+            # position, level = mean so far, trend = mean of the current cycle
+            c = t // p1
+            pos = t % p1
             for k in range(K):
-                l0 = level[s, k]
-                if mode == SEASON_MUL:
-                    s1[s, k, t] = y / l0 if abs(l0) > _TINY else 1.0
-                else:
-                    s1[s, k, t] = y - l0
-                if t == p1 - 1:
+                s1[s, k, pos] += (y - s1[s, k, pos]) / (c + 1)
+                level[s, k] += (y - level[s, k]) / (t + 1)
+                trend[s, k] += (y - trend[s, k]) / (pos + 1)
+                if t == wc * p1 - 1:
                     m = 0.0
                     for j in range(p1):
                         m += s1[s, k, j]
                     m /= p1
-                    if mode == SEASON_MUL:
-                        if abs(m) > _TINY:
-                            level[s, k] = l0 * m
-                            for j in range(p1):
-                                s1[s, k, j] /= m
-                    else:
-                        level[s, k] = l0 + m
-                        for j in range(p1):
+                    level[s, k] = trend[s, k]
+                    trend[s, k] = 0.0
+                    for j in range(p1):
+                        if mode == SEASON_MUL:
+                            s1[s, k, j] = s1[s, k, j] / m if abs(m) > _TINY else 1.0
+                        else:
                             s1[s, k, j] -= m
             n_obs[s] = t + 1
             continue
+        if t == 0:
+            n_obs[s] = 1
+            continue
         i1 = t % p1 if p1 > 0 else 0
         i2 = t % p2 if p2 > 0 else 0
-        m_err = t - _warm(p1) + 1
+        # the daily index is a running mean of its visits until 1/visits drops below gamma
+        g1 = 1.0 / (t // p1 + 1) if p1 > 0 else 0.0
+        m_err = t - _warm(p1, wc) + 1
         w = 1.0 / m_err
         if w < lam:
             w = lam
@@ -126,6 +130,8 @@ def hw_update(slots, values, mode, p1, p2, alpha, beta, gamma, phi, lam,
             ph = phi[k]
             a = alpha[k]
             g = gamma[k]
+            ga = (g if g > g1 else g1) * (1.0 - a)
+            g2 = g * (1.0 - a)
             base = l + ph * b
             if mode == SEASON_MUL:
                 d = s1[s, k, i1] if p1 > 0 else 1.0
@@ -139,11 +145,11 @@ def hw_update(slots, values, mode, p1, p2, alpha, beta, gamma, phi, lam,
                 if p1 > 0:
                     den = base * wk
                     if abs(den) > _TINY:
-                        s1[s, k, i1] = d + g * e / den
+                        s1[s, k, i1] = d + ga * e / den
                 if p2 > 0:
                     den = base * d
                     if abs(den) > _TINY:
-                        s2[s, k, i2] = wk + g * e / den
+                        s2[s, k, i2] = wk + g2 * e / den
             else:
                 d = s1[s, k, i1] if p1 > 0 else 0.0
                 wk = s2[s, k, i2] if p2 > 0 else 0.0
@@ -152,9 +158,9 @@ def hw_update(slots, values, mode, p1, p2, alpha, beta, gamma, phi, lam,
                 level[s, k] = base + a * e
                 trend[s, k] = ph * b + a * beta[k] * e
                 if p1 > 0:
-                    s1[s, k, i1] = d + g * e
+                    s1[s, k, i1] = d + ga * e
                 if p2 > 0:
-                    s2[s, k, i2] = wk + g * e
+                    s2[s, k, i2] = wk + g2 * e
             err[s, k] += w * (abs(e) - err[s, k])
             var[s, k] += w * (e * e - var[s, k])
         n_obs[s] = t + 1
@@ -172,7 +178,7 @@ def hw_best(s, err):
 
 
 @njit(**JIT)
-def hw_forecast(slots, h, mode, p1, p2, alpha, beta, gamma, phi,
+def hw_forecast(slots, h, mode, p1, p2, wc, alpha, beta, gamma, phi,
                 level, trend, s1, s2, n_obs, err, var, z, mean_out, q_out, best_out):
     """h-step forecasts of the series ``slots`` from the set with the lowest one-step
     error: ``mean_out[i, j]`` is the mean j+1 steps ahead, ``q_out[i, q, j]`` the
@@ -207,12 +213,19 @@ def hw_forecast(slots, h, mode, p1, p2, alpha, beta, gamma, phi,
             psum += pw
             tt = t + j
             base = l + psum * b
+            if p1 > 0 and t < wc * p1:
+                # warm-up: the mean of the position's raw values, or the mean so far
+                f = s1[s, k, tt % p1] if (t >= p1 or tt % p1 < t) else l
+                mean_out[i, j] = f
+                for q in range(nz):
+                    q_out[i, q, j] = np.nan
+                continue
             if mode == SEASON_MUL:
-                d = s1[s, k, tt % p1] if p1 > 0 and (t >= p1 or tt % p1 < t) else 1.0
+                d = s1[s, k, tt % p1] if p1 > 0 else 1.0
                 wk = s2[s, k, tt % p2] if p2 > 0 else 1.0
                 f = base * d * wk
             else:
-                d = s1[s, k, tt % p1] if p1 > 0 and (t >= p1 or tt % p1 < t) else 0.0
+                d = s1[s, k, tt % p1] if p1 > 0 else 0.0
                 wk = s2[s, k, tt % p2] if p2 > 0 else 0.0
                 f = base + d + wk
             mean_out[i, j] = f

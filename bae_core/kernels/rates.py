@@ -117,3 +117,18 @@ def service_totals(svc, status, nbytes, latency, requests, errors, total_bytes, 
             latency_ewma[s] = latency[i]
         else:
             latency_ewma[s] += 0.01 * (latency[i] - latency_ewma[s])
+
+
+def closed_since(fed, n_obs, hist):
+    """(slots, rates) of the buckets closed since ``fed`` (per-service counts of closed
+    buckets already handed on), oldest first per service, at most one history ring each."""
+    h = hist.shape[1]
+    new = np.minimum(n_obs - fed, h)
+    which = np.flatnonzero(new > 0)
+    if len(which) == 0:
+        return np.empty(0, np.int64), np.empty(0)
+    counts = new[which]
+    slots = np.repeat(which, counts)
+    start = np.repeat(n_obs[which] - counts, counts)
+    offset = np.arange(len(slots)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return slots.astype(np.int64), hist[slots, (start + offset) % h]

@@ -31,7 +31,7 @@ class AnomalyDetector(Model):
     parameters take ``DEFAULTS``."""
 
     DEFAULTS = dict(alpha=0.5, season=288, season_weight=0.0, mad_beta=0.01, clip=2.0,
-                    window=64, grace_period=300, z0=6.0, long_alpha=0.005, short_alpha=0.1,
+                    window=128, grace_period=300, z0=6.0, long_alpha=0.005, short_alpha=0.1,
                     likelihood_weight=0.0, likelihood_scale=5.0, threshold=0.5, holdoff=150,
                     scale_floor=0.1)
 

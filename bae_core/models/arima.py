@@ -27,6 +27,19 @@ class OnlineARIMA(Model):
         self.scale = np.ones(n_series)
         self.err = np.zeros(n_series)
 
+    def grow(self, n_series: int) -> None:
+        """Room for ``n_series`` series (new ones start empty)."""
+        if n_series <= self.n_series:
+            return
+        for name in ("gamma", "ainv", "hist", "n", "scale", "err"):
+            old = getattr(self, name)
+            new = np.zeros((n_series,) + old.shape[1:], old.dtype)
+            if name == "scale":
+                new[:] = 1.0
+            new[: len(old)] = old
+            setattr(self, name, new)
+        self.n_series = n_series
+
     def params(self) -> dict:
         return {"n_series": self.n_series, "p": self.p, "d": self.d, "q": self.q,
                 "lr": self.lr, "eps": self.eps}

@@ -4,7 +4,7 @@ A thin typed wrapper over ``bae_core.kernels.holt_winters`` (see its docstring f
 equations, the warm-up and how quantiles are made).
 
 >>> import numpy as np
->>> m = HoltWinters(periods=(4, 0), n_series=2, grid="single")
+>>> m = HoltWinters(periods=(4, 0), n_series=2, grid="single", warmup_cycles=2)
 >>> y = np.tile([1.0, 2.0, 3.0, 2.0], 5)
 >>> m.learn({"slot": np.zeros(20, np.int64), "value": y})
 >>> np.round(m.predict({"h": 4, "slots": np.array([0])})["mean"], 3)
@@ -22,7 +22,7 @@ from .base import Model
 
 GRIDS = {
     # (alpha, beta, gamma, phi)
-    "default": ((0.05, 0.0, 0.05, 0.98), (0.2, 0.01, 0.1, 0.98), (0.5, 0.02, 0.2, 0.95),
+    "default": ((0.05, 0.0, 0.1, 0.9), (0.2, 0.0, 0.2, 0.9), (0.5, 0.02, 0.2, 0.9),
                 (0.8, 0.0, 0.2, 0.9)),
     "single": ((0.2, 0.01, 0.1, 0.98),),
 }
@@ -35,17 +35,21 @@ class HoltWinters(Model):
     (first and second seasonal period in buckets, 0 disables), ``grid`` (a name in GRIDS
     or a tuple of (alpha, beta, gamma, phi)), ``seasonal`` ("additive" or
     "multiplicative"), ``n_series`` (initial slots; grows on demand), ``err_decay`` (EW
-    weight of the one-step error used to pick a set and to size the quantiles)."""
+    weight of the one-step error used to pick a set and to size the quantiles),
+    ``warmup_cycles`` (first-period cycles averaged to start the seasonal index; until
+    then forecasts are seasonal means and quantiles are NaN)."""
 
     def __init__(self, bucket_s: int = 60, periods: tuple = (1440, 10080),
                  grid="default", seasonal: str = "additive", n_series: int = 1024,
-                 err_decay: float = 0.02):
+                 err_decay: float = 0.02, warmup_cycles: int = 3):
         self.bucket_s = bucket_s
         self.periods = periods
         self.grid = grid
         self.seasonal = seasonal
         self.n_series = n_series
         self.err_decay = err_decay
+        self.warmup_cycles = warmup_cycles
+        self._wc = max(1, int(warmup_cycles))
         sets = GRIDS.get(grid) if isinstance(grid, str) else grid
         if sets is None:
             raise ConfigError("grid", f"unknown grid {grid!r}",
@@ -89,7 +93,7 @@ class HoltWinters(Model):
     def params(self) -> dict:
         return dict(bucket_s=self.bucket_s, periods=self.periods, grid=self.grid,
                     seasonal=self.seasonal, n_series=self.n_series,
-                    err_decay=self.err_decay)
+                    err_decay=self.err_decay, warmup_cycles=self.warmup_cycles)
 
     @property
     def state_bytes_per_series(self) -> int:
@@ -103,14 +107,14 @@ class HoltWinters(Model):
         top = int(slots.max())
         if top >= len(self._n_obs):
             self._grow(max(top + 1, 2 * len(self._n_obs)))
-        K.hw_update(slots, values, self._mode, self._p1, self._p2, self._alpha, self._beta,
+        K.hw_update(slots, values, self._mode, self._p1, self._p2, self._wc, self._alpha, self._beta,
                     self._gamma, self._phi, float(self.err_decay), self._level,
                     self._trend, self._s1, self._s2, self._n_obs, self._err, self._var)
 
     def learn_arrays(self, slots: np.ndarray, values: np.ndarray) -> int:
         """The hot path: int64 slots (all < current capacity) and float64 values, no
         checks or copies. Returns rows skipped."""
-        return K.hw_update(slots, values, self._mode, self._p1, self._p2, self._alpha,
+        return K.hw_update(slots, values, self._mode, self._p1, self._p2, self._wc, self._alpha,
                            self._beta, self._gamma, self._phi, float(self.err_decay),
                            self._level, self._trend, self._s1, self._s2, self._n_obs,
                            self._err, self._var)
@@ -124,7 +128,7 @@ class HoltWinters(Model):
         mean = np.empty((n, h))
         q = np.empty((n, len(Z), h))
         best = np.empty(n, np.int64)
-        K.hw_forecast(slots, h, self._mode, self._p1, self._p2, self._alpha, self._beta,
+        K.hw_forecast(slots, h, self._mode, self._p1, self._p2, self._wc, self._alpha, self._beta,
                       self._gamma, self._phi, self._level, self._trend, self._s1, self._s2,
                       self._n_obs, self._err, self._var, Z, mean, q, best)
         return {"mean": mean, "p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2], "set": best}
@@ -158,9 +162,9 @@ class HoltWinters(Model):
         batch = {"slot": slots, "value": vals}
         return [
             (dict(bucket_s=60, periods=(6, 0), grid="default", seasonal="additive",
-                  n_series=2, err_decay=0.05), batch, {"h": 8}),
+                  n_series=2, err_decay=0.05, warmup_cycles=2), batch, {"h": 8}),
             (dict(bucket_s=300, periods=(3, 12), grid="default", seasonal="multiplicative",
-                  n_series=4, err_decay=0.02), batch, {"h": 5, "slots": np.array([1, 0])}),
+                  n_series=4, err_decay=0.02, warmup_cycles=3), batch, {"h": 5, "slots": np.array([1, 0])}),
             (dict(bucket_s=60, periods=(0, 0), grid=((0.3, 0.1, 0.0, 0.9),),
-                  seasonal="additive", n_series=1, err_decay=0.1), batch, {"h": 3}),
+                  seasonal="additive", n_series=1, err_decay=0.1, warmup_cycles=1), batch, {"h": 3}),
         ]
