@@ -52,24 +52,22 @@ def make_app(daemon) -> web.Application:
         return web.json_response({"services": [e.service_summary(s)
                                                for s in range(e.services.rows)]})
 
+    def unknown_service(request):
+        return web.json_response({"error": f"unknown service {request.match_info['name']!r}",
+                                  "fix": "GET /v1/services lists the known ones"}, status=404)
+
     async def service(request):
         e = daemon.engine
         slot = e.find_service(request.match_info["name"])
         if slot < 0:
-            return web.json_response({"error": f"unknown service "
-                                      f"{request.match_info['name']!r}",
-                                      "fix": "GET /v1/services lists the known ones"},
-                                     status=404)
+            return unknown_service(request)
         return web.json_response(e.service_summary(slot))
 
     async def forecast(request):
         e = daemon.engine
         slot = e.find_service(request.match_info["name"])
         if slot < 0:
-            return web.json_response({"error": f"unknown service "
-                                      f"{request.match_info['name']!r}",
-                                      "fix": "GET /v1/services lists the known ones"},
-                                     status=404)
+            return unknown_service(request)
         try:
             horizon = int(request.query.get("horizon", "12"))
             if not 1 <= horizon <= 10_000:
