@@ -47,6 +47,7 @@ def _demo_config(d: Path, speed: float, http: str) -> Path:
     cfg = f"""
 [ingest]
 endpoint = "ipc://{d}/ingest"
+durable_endpoint = "ipc://{d}/durable"
 [publish]
 endpoint = "ipc://{d}/deltas"
 snapshot_endpoint = "ipc://{d}/snapshot"
@@ -148,9 +149,10 @@ def demo(trace: str, *, speed: float = 900.0, http: str = "127.0.0.1:0") -> int:
                     live.update(_table(sub, changes, progress, stats))
             th.join()
             sub.close()
-            console.print(json.dumps({"replay": progress["result"], "daemon": {
+            console.print()
+            print(json.dumps({"replay": progress["result"], "daemon": {
                 k: stats.get(k) for k in ("events_accepted", "events_rejected", "services",
-                                          "users", "deltas_published")}}))
+                                          "users", "deltas_published")}}), flush=True)
         finally:
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(timeout=60)

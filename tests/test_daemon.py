@@ -363,3 +363,14 @@ def test_user_profile_and_service_forecast_routes(daemon):
         with pytest.raises(urllib.error.HTTPError) as e:
             daemon.get(bad)
         assert e.value.code == code
+
+
+def test_demo_runs_the_nasa_log_end_to_end():
+    r = subprocess.run([sys.executable, "-m", "daemon.cli", "demo", "--trace", str(NASA),
+                        "--speed", "20000"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env={**__import__("os").environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    assert "daemon stopped cleanly (exit 0)" in r.stdout
+    summary = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith('{"replay"')))
+    assert summary["replay"]["sent"] == summary["daemon"]["events_accepted"] == 30_969
+    assert summary["daemon"]["deltas_published"] > 0 and summary["daemon"]["services"] > 10

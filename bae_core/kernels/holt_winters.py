@@ -42,7 +42,7 @@ Per observation the update touches K*(4 + 2) numbers and allocates nothing.
 
 Light per-user tier (``user_rate_*``)
 ------------------------------------
-Per user: request-count level and trend per hour (float32), the hour being counted
+Per user: request-count level (mean count per hour) and trend (float32), the hour being counted
 (int32, hours since the epoch) and its count (float32), and a 24-slot hour-of-day profile
 (float32, mean about 1): 4 + 4 + 4 + 4 + 96 = 112 bytes. An hour closes when an event of
 a later hour arrives (or ``user_rate_close`` is called with the clock); empty hours in
@@ -120,6 +120,7 @@ def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam,
         i2 = t % p2 if p2 > 0 else 0
         # the daily index is a running mean of its visits until 1/visits drops below gamma
         g1 = 1.0 / (t // p1 + 1) if p1 > 0 else 0.0
+        gw = 1.0 / (t // p2 + 1) if p2 > 0 else 0.0
         m_err = t - _warm(p1, wc) + 1
         w = 1.0 / m_err
         if w < lam:
@@ -131,7 +132,7 @@ def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam,
             a = alpha[k]
             g = gamma[k]
             ga = (g if g > g1 else g1) * (1.0 - a)
-            g2 = g * (1.0 - a)
+            g2 = (g if g > gw else gw) * (1.0 - a)
             base = l + ph * b
             if mode == SEASON_MUL:
                 d = s1[s, k, i1] if p1 > 0 else 1.0
@@ -256,15 +257,17 @@ def _user_close_hour(u, c, hod, level, trend, profile, alpha, beta, gamma, phi, 
         level[u] = c
         trend[u] = 0.0
         return
-    x = c / p if p > 1e-3 else c
+    # additive error against the profiled level: over a day the corrections sum to
+    # alpha * (day's count - 24 * level), so the level is the mean count per hour
     prev = level[u]
-    lv = alpha * x + (1.0 - alpha) * (prev + phi * trend[u])
+    base = prev + phi * trend[u]
+    lv = base + alpha * (c - base * p)
     if lv < 0.0:
         lv = 0.0
     level[u] = lv
     trend[u] = beta * (lv - prev) + (1.0 - beta) * phi * trend[u]
     if lv > 1e-6:
-        np_ = gamma * (c / lv) + (1.0 - gamma) * p
+        np_ = p + gamma * (c / lv - p)
         profile[u, hod] = np_ if np_ < 24.0 else 24.0
 
 

@@ -44,7 +44,7 @@ UNKNOWN = -3  # a resource the model has never seen: no row of it exists
 M_ROWS, M_MAX_LOAD, M_CAP, M_TRANS = 0, 1, 2, 3
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def row_key(order, seg, a, b):
     """The u64 key of a row; ``a``, ``b`` are resource slots or START/NONE/UNKNOWN."""
     x = mix64(np.uint64(order) << np.uint64(32) ^ np.uint64(seg))
@@ -55,7 +55,7 @@ def row_key(order, seg, a, b):
     return x
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def find_row(rkeys, rvals, k):
     h = probe(rkeys, k)
     if rkeys[h] == k:
@@ -63,7 +63,7 @@ def find_row(rkeys, rvals, k):
     return -1
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _get_row(rkeys, rvals, row_key_, nd, tot, oth, rts, meta, k, t):
     h = probe(rkeys, k)
     if rkeys[h] == k:
@@ -80,7 +80,7 @@ def _get_row(rkeys, rvals, row_key_, nd, tot, oth, rts, meta, k, t):
     return r
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _add(r, x, t, lam, res, cnt, err, nd, tot, oth, rts):
     """One transition to target ``x`` in row ``r`` at time ``t`` (decay first)."""
     n = nd[r]
@@ -159,14 +159,14 @@ def learn(users, items, segs, ts, start, gap, lam,
     return n
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _decay(r, now, lam, rts):
     if lam > 0.0 and now > rts[r]:
         return np.exp(-lam * (now - rts[r]))
     return 1.0
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _spread(s, r1, r2, now, lam, min2, min1, w0, rkeys, rvals, res, cnt, err, nd, tot, oth,
             rts, acc, touched, nt):
     """Add ``w0`` times the next-step distribution of context (s, r1, r2) into ``acc``
