@@ -137,8 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--http", default="127.0.0.1:0")
     d.set_defaults(fn=cmd_demo)
     from .detect import add_detect_parser
+    from .evaluate import add_eval_forecast_parser
 
     add_detect_parser(sub)
+    ev = sub.add_parser("eval", help="evaluate the models on a CSV or log").add_subparsers(
+        dest="what", required=True)
+    add_eval_forecast_parser(ev)
     return p
 
 

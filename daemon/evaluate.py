@@ -114,8 +114,26 @@ class StatsmodelsETS:
         return mean, mean + Z90 * sd
 
 
+class ARIMAForecaster:
+    """BAE's online ARIMA (Online Newton Step), fed observation by observation."""
+
+    def __init__(self, season: int = 0, horizon: int = 1, **_):
+        from bae_core.models.arima import OnlineARIMA
+        self.m = OnlineARIMA(1, p=4, d=1, q=2)
+        self._q = {"h": 1, "slots": np.zeros(1, np.int64)}
+
+    def update(self, values: np.ndarray) -> None:
+        self.m.learn({"slot": np.zeros(len(values), np.int64),
+                      "value": np.ascontiguousarray(values, np.float64)})
+
+    def forecast(self, h: int):
+        out = self.m.predict({"h": h, "slots": self._q["slots"]})
+        return out["mean"][0], out["p90"][0]
+
+
 FORECASTERS: dict[str, Callable[..., object]] = {
     "holt_winters": HoltWintersForecaster,
+    "arima": ARIMAForecaster,
     "seasonal_naive": SeasonalNaive,
     "statsmodels_ets": StatsmodelsETS,
 }
@@ -315,11 +333,9 @@ def cmd_eval_forecast(args) -> int:
     return 0
 
 
-def add_eval_forecast_parser(subparsers) -> None:
-    """Register ``bae eval forecast FILE.csv ...`` on the top-level subparsers."""
-    e = subparsers.add_parser("eval", help="offline evaluation of BAE's models")
-    es = e.add_subparsers(dest="eval_cmd", required=True)
-    f = es.add_parser("forecast", help="rolling-origin MASE / sMAPE / p90 coverage of "
+def add_eval_forecast_parser(eval_subparsers) -> None:
+    """Register ``forecast FILE.csv ...`` under ``bae eval``."""
+    f = eval_subparsers.add_parser("forecast", help="rolling-origin MASE / sMAPE / p90 coverage of "
                       "forecasters on one CSV column")
     f.add_argument("file")
     f.add_argument("--value-column", dest="value_column", required=True)

@@ -166,8 +166,8 @@ def test_sigmoid_matches_nab_shape():
 
 # --- bae detect ------------------------------------------------------------------------
 
-@pytest.mark.skipif(not NAB_FILE.exists(), reason="NAB data not found")
 def test_detect_on_a_real_nab_file(tmp_path):
+    assert NAB_FILE.exists(), f"shared data missing: {NAB_FILE}"
     out = tmp_path / "out.csv"
     r = detect(NAB_FILE, out)
     with open(out, newline="") as f:

@@ -29,6 +29,7 @@ def reference(y, p1, p2, wc, a, b, g, phi, mode="additive"):
         i1, i2 = (t % p1 if p1 else 0), (t % p2 if p2 else 0)
         d, w = (s1[i1] if p1 else (1.0 if mul else 0.0)), (s2[i2] if p2 else (1.0 if mul else 0.0))
         g1 = max(g, 1.0 / (t // p1 + 1)) if p1 else 0.0
+        g2 = max(g, 1.0 / (t // p2 + 1)) if p2 else 0.0
         prev = lvl
         base = lvl + phi * tr
         if mul:
@@ -38,7 +39,7 @@ def reference(y, p1, p2, wc, a, b, g, phi, mode="additive"):
             if p1:
                 s1[i1] = d + g1 * (1 - a) * e / (base * w)
             if p2:
-                s2[i2] = w + g * (1 - a) * e / (base * d)
+                s2[i2] = w + g2 * (1 - a) * e / (base * d)
         else:
             e = y[t] - base - d - w
             lvl = alpha_blend(a, y[t] - d - w, base)
@@ -46,7 +47,7 @@ def reference(y, p1, p2, wc, a, b, g, phi, mode="additive"):
             if p1:
                 s1[i1] = d + g1 * (1 - a) * e   # = g1 * (y - l_new - w) + (1 - g1) * d
             if p2:
-                s2[i2] = w + g * (1 - a) * e
+                s2[i2] = w + g2 * (1 - a) * e
     return lvl, tr, np.array(s1), np.array(s2)
 
 
@@ -91,12 +92,12 @@ def test_double_seasonality_recovers_daily_and_weekly_pattern():
     rng = np.random.default_rng(2)
     y = 100 + daily + weekly + rng.normal(0, 1, len(t))
     n_train = 7 * week
-    m = HoltWinters(bucket_s=3600, periods=(day, week), grid=((0.05, 0.0, 0.3, 0.9),),
+    m = HoltWinters(bucket_s=3600, periods=(day, week), grid=((0.02, 0.0, 0.1, 0.9),),
                     n_series=1)
     m.learn({"slot": np.zeros(n_train, np.int64), "value": y[:n_train]})
     f = m.predict({"h": week, "slots": np.array([0])})["mean"][0]
     truth = (100 + daily + weekly)[n_train:]
-    single = HoltWinters(bucket_s=3600, periods=(day, 0), grid=((0.05, 0.0, 0.3, 0.9),),
+    single = HoltWinters(bucket_s=3600, periods=(day, 0), grid=((0.02, 0.0, 0.1, 0.9),),
                          n_series=1)
     single.learn({"slot": np.zeros(n_train, np.int64), "value": y[:n_train]})
     f1 = single.predict({"h": week, "slots": np.array([0])})["mean"][0]

@@ -18,16 +18,19 @@ Seasonal modes: ``SEASON_ADD`` (y = l + d + w + e) and ``SEASON_MUL``
 (Hyndman et al. 2008, ETS(A,Ad,A) / ETS(A,Ad,M)), with e the one-step error:
 
     additive:  l' = l + phi*b + alpha*e;   b' = phi*b + alpha*beta*e
-               d += gamma1*e;  w += gamma*e
+               d += gamma1*(1-alpha)*e;  w += gamma2*(1-alpha)*e
     multiplicative: r = e / (d*w): l' = l + phi*b + alpha*r;  b' = phi*b + alpha*beta*r
-               d += gamma1*e / ((l + phi*b)*w);  w += gamma*e / ((l + phi*b)*d)
+               d += gamma1*(1-alpha)*e / ((l + phi*b)*w);  w += gamma2*(1-alpha)*e / ((l + phi*b)*d)
 
-with gamma1 = max(gamma, 1 / visits) where visits = n_obs // p1 (days seen so far): the
-daily index is the running mean of its visits until 1/visits falls below gamma, then EW.
+with gamma1 = max(gamma, 1 / (n_obs // p1 + 1)) and gamma2 likewise with p2: each
+seasonal index is the running mean of its visits until 1/visits falls below gamma, then EW.
+(The (1 - alpha) factor is the component form s = g*(y - l_new) + (1 - g)*s, as in
+statsmodels; it keeps the gains of level and season from summing above 1.)
 
-Warm-up: the first observation sets the level; during the first ``p1`` observations the
-daily index is set from the data (y - l0, or y / l0) and then re-centred (mean 0, or 1)
-into the level; the weekly index starts neutral and learns by gamma. One-step errors are
+Warm-up (``wc`` cycles of p1, classical decomposition): the daily index is the mean of
+the raw values at its position, re-centred (mean 0, or 1) at the end, when the level
+becomes the mean of the last cycle; until then forecasts are those position means and
+quantiles are NaN. The weekly index starts neutral. One-step errors are
 tracked from the end of the warm-up; the EW weight is ``max(lam, 1/m)`` after m errors so
 the first errors are a plain mean.
 
@@ -116,15 +119,24 @@ def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam,
         if t == 0:
             n_obs[s] = 1
             continue
-        i1 = t % p1 if p1 > 0 else 0
-        i2 = t % p2 if p2 > 0 else 0
-        # the daily index is a running mean of its visits until 1/visits drops below gamma
-        g1 = 1.0 / (t // p1 + 1) if p1 > 0 else 0.0
-        gw = 1.0 / (t // p2 + 1) if p2 > 0 else 0.0
+        # one integer division per period (t >= 0): visits so far and position
+        i1 = 0
+        g1 = 0.0
+        if p1 > 0:
+            q1 = t // p1
+            i1 = t - q1 * p1
+            # each seasonal index is a running mean of its visits until 1/visits < gamma
+            g1 = 1.0 / (q1 + 1)
+        i2 = 0
+        gw = 0.0
+        if p2 > 0:
+            q2 = t // p2
+            i2 = t - q2 * p2
+            gw = 1.0 / (q2 + 1)
         m_err = t - _warm(p1, wc) + 1
-        w = 1.0 / m_err
-        if w < lam:
-            w = lam
+        w = lam
+        if m_err * lam < 1.0:
+            w = 1.0 / m_err
         for k in range(K):
             l = level[s, k]
             b = trend[s, k]

@@ -9,12 +9,13 @@ table of one context, keyed by a u64 built with ``row_key``:
 - order 2: ``(segment, r1, r2)``, the last two (``r1 = START`` when r2 opened the session).
 
 Rows live in an open-addressing table (``rkeys`` -> ``rvals`` = row index, probed with
-``hashmap.probe``) over columnar row arrays. Each row keeps at most ``R`` transitions
-(space-saving: a new target replaces the smallest counter, which keeps every target whose
-share exceeds 1/R): ``res`` (resource slot, -1 empty), ``cnt`` (estimate), ``err`` (its
-over-estimate; ``cnt - err`` is a guaranteed count), and per row ``nd`` (entries used),
-``tot`` (all transitions seen), ``oth`` (the mass of targets not tracked: ``tot`` minus
-the guaranteed counts) and ``rts`` (time of the last update).
+``hashmap.probe``) over row arrays laid out so that one row touches few cache lines. Each
+row keeps at most ``R`` transitions (space-saving: a new target replaces the smallest
+counter, which keeps every target whose share exceeds 1/R): ``res[r, j]`` (i32 resource
+slot), ``ce[r, j] = (cnt, err)`` (estimate and its over-estimate; ``cnt - err`` is a
+guaranteed count), and ``rowm[r] = (tot, oth, ts, nd)``: all transitions seen, the mass
+of targets not tracked (``tot`` minus the guaranteed counts), the time of the last update
+and the entries in use. Per user, ``ust[u] = (r1, r2, ts, seg)``.
 
 Decay is lazy: a row's numbers are multiplied by ``exp(-lam * (t - rts))`` when it is next
 touched, never in a pass over all rows; readers apply the same factor to what they read.
@@ -31,7 +32,7 @@ the row arrays or table and calls again from there).
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import JIT
 from .hashmap import EMPTY, mix64, probe
@@ -42,14 +43,17 @@ UNKNOWN = -3  # a resource the model has never seen: no row of it exists
 
 # meta indices (int64 array shared by learn and the wrapper)
 M_ROWS, M_MAX_LOAD, M_CAP, M_TRANS = 0, 1, 2, 3
+TOT, OTH, TS, ND = 0, 1, 2, 3  # columns of rowm
+R1, R2, UTS, SEG = 0, 1, 2, 3  # columns of ust
 
 
 @njit(inline="always", **JIT)
 def row_key(order, seg, a, b):
-    """The u64 key of a row; ``a``, ``b`` are resource slots or START/NONE/UNKNOWN."""
-    x = mix64(np.uint64(order) << np.uint64(32) ^ np.uint64(seg))
-    x = mix64(x ^ np.uint64(a + 4))
-    x = mix64(x ^ (np.uint64(b + 4) << np.uint64(1)))
+    """The u64 key of a row; ``a``, ``b`` are resource slots or START/NONE/UNKNOWN (below
+    2**31 - 4). For one (order, seg) distinct (a, b) give distinct keys (mix64 is a
+    bijection); across them, keys collide with probability 2**-64."""
+    ab = (np.uint64(a + 4) << np.uint64(32)) | np.uint64(b + 4)
+    x = mix64(ab ^ mix64((np.uint64(order) << np.uint64(32)) | np.uint64(seg)))
     if x == EMPTY:
         x = EMPTY - np.uint64(1)
     return x
@@ -63,170 +67,189 @@ def find_row(rkeys, rvals, k):
     return -1
 
 
-@njit(inline="always", **JIT)
-def _get_row(rkeys, rvals, row_key_, nd, tot, oth, rts, meta, k, t):
-    h = probe(rkeys, k)
-    if rkeys[h] == k:
-        return rvals[h]
-    r = meta[M_ROWS]
-    meta[M_ROWS] = r + 1
-    rkeys[h] = k
-    rvals[h] = r
-    row_key_[r] = k
-    nd[r] = 0
-    tot[r] = 0.0
-    oth[r] = 0.0
-    rts[r] = t
-    return r
-
-
-@njit(inline="always", **JIT)
-def _add(r, x, t, lam, res, cnt, err, nd, tot, oth, rts):
-    """One transition to target ``x`` in row ``r`` at time ``t`` (decay first)."""
-    n = nd[r]
-    if t > rts[r]:
-        if lam > 0.0:
-            f = np.exp(-lam * (t - rts[r]))
-            for j in range(n):
-                cnt[r, j] *= f
-                err[r, j] *= f
-            tot[r] *= f
-            oth[r] *= f
-        rts[r] = t
-    tot[r] += 1.0
-    for j in range(n):
-        if res[r, j] == x:
-            cnt[r, j] += 1.0
-            return
-    if n < res.shape[1]:
-        res[r, n] = x
-        cnt[r, n] = 1.0
-        err[r, n] = 0.0
-        nd[r] = n + 1
-        return
-    m = 0
-    for j in range(1, n):
-        if cnt[r, j] < cnt[r, m]:
-            m = j
-    c = cnt[r, m]
-    oth[r] += c - err[r, m]
-    res[r, m] = x
-    err[r, m] = c
-    cnt[r, m] = c + 1.0
-
-
 @njit(**JIT)
-def learn(users, items, segs, ts, start, gap, lam,
-          u_r1, u_r2, u_ts, u_seg,
-          rkeys, rvals, row_key_, res, cnt, err, nd, tot, oth, rts, meta):
+def learn(users, items, segs, ts, start, gap, lam, ust, rkeys, rvals, row_key_, res, ce,
+          rowm, meta):
     """Learn requests ``start:`` (user slot, resource slot, segment, time), in time order.
 
     A user's request follows its previous one unless more than ``gap`` time units passed
-    or the segment changed (then it opens a session: context START). Per user state:
-    ``u_r1``, ``u_r2`` (the last two resources, NONE/START as above; ``u_r2 == NONE``
-    marks a user with no request yet), ``u_ts``, ``u_seg``. ``meta[M_TRANS]`` counts the
-    transitions (requests that follow another in a session). Returns the index of the
-    first event not learned: ``len(users)`` when done, earlier when fewer than three free
-    rows are left under ``meta[M_MAX_LOAD]`` or ``meta[M_CAP]``.
+    or the segment changed (then it opens a session: context START). ``ust[u, R2] ==
+    NONE`` marks a user with no request yet. Each request adds one transition to the rows
+    of orders 0, 1 and (unless it opens the session) 2. ``meta[M_TRANS]`` counts the
+    requests that follow another in a session. Returns the index of the first event not
+    learned: ``len(users)`` when done, earlier when fewer than three free rows are left
+    under ``meta[M_MAX_LOAD]`` or ``meta[M_CAP]``.
+
+    (The row code is written out here rather than called: helpers taking many arrays
+    cost ~100 ns a call in reference counting.)
     """
     n = users.shape[0]
+    R = res.shape[1]
     limit = min(meta[M_MAX_LOAD], meta[M_CAP]) - 3
+    nrows = meta[M_ROWS]
+    ntrans = meta[M_TRANS]
     for i in range(start, n):
-        if meta[M_ROWS] > limit:
+        if nrows > limit:
+            meta[M_ROWS] = nrows
+            meta[M_TRANS] = ntrans
             return i
         u = users[i]
         x = items[i]
         s = segs[i]
         t = ts[i]
-        r1 = u_r1[u]
-        r2 = u_r2[u]
-        if r2 == NONE or t - u_ts[u] > gap or s != u_seg[u]:
+        r1 = ust[u, R1]
+        r2 = ust[u, R2]
+        if r2 == NONE or t - ust[u, UTS] > gap or s != ust[u, SEG]:
             r1 = NONE
             r2 = START
         else:
-            meta[M_TRANS] += 1
-        r = _get_row(rkeys, rvals, row_key_, nd, tot, oth, rts, meta, row_key(0, s, NONE, NONE), t)
-        _add(r, x, t, lam, res, cnt, err, nd, tot, oth, rts)
-        r = _get_row(rkeys, rvals, row_key_, nd, tot, oth, rts, meta, row_key(1, s, NONE, r2), t)
-        _add(r, x, t, lam, res, cnt, err, nd, tot, oth, rts)
-        if r1 != NONE:
-            r = _get_row(rkeys, rvals, row_key_, nd, tot, oth, rts, meta, row_key(2, s, r1, r2), t)
-            _add(r, x, t, lam, res, cnt, err, nd, tot, oth, rts)
-        u_r1[u] = r2
-        u_r2[u] = x
-        u_ts[u] = t
-        u_seg[u] = s
+            ntrans += 1
+        tf = np.float64(t)
+        for lv in range(3):
+            if lv == 0:
+                k = row_key(0, s, NONE, NONE)
+            elif lv == 1:
+                k = row_key(1, s, NONE, r2)
+            elif r1 != NONE:
+                k = row_key(2, s, r1, r2)
+            else:
+                break
+            h = probe(rkeys, k)
+            if rkeys[h] == k:
+                r = rvals[h]
+            else:  # a new row
+                r = nrows
+                nrows += 1
+                rkeys[h] = k
+                rvals[h] = r
+                row_key_[r] = k
+                rowm[r, TOT] = 0.0
+                rowm[r, OTH] = 0.0
+                rowm[r, TS] = tf
+                rowm[r, ND] = 0.0
+            # lazy decay, then one transition to x (space-saving when the row is full)
+            m = np.int64(rowm[r, ND])
+            if tf > rowm[r, TS]:
+                if lam > 0.0:
+                    f = np.exp(-lam * (tf - rowm[r, TS]))
+                    for j in range(m):
+                        ce[r, j, 0] *= f
+                        ce[r, j, 1] *= f
+                    rowm[r, TOT] *= f
+                    rowm[r, OTH] *= f
+                rowm[r, TS] = tf
+            rowm[r, TOT] += 1.0
+            j = 0
+            while j < m and res[r, j] != x:
+                j += 1
+            if j < m:
+                ce[r, j, 0] += 1.0
+            elif m < R:
+                res[r, m] = x
+                ce[r, m, 0] = 1.0
+                ce[r, m, 1] = 0.0
+                rowm[r, ND] = m + 1
+            else:
+                jm = 0
+                for j in range(1, m):
+                    if ce[r, j, 0] < ce[r, jm, 0]:
+                        jm = j
+                c = ce[r, jm, 0]
+                rowm[r, OTH] += c - ce[r, jm, 1]
+                res[r, jm] = x
+                ce[r, jm, 1] = c
+                ce[r, jm, 0] = c + 1.0
+        ust[u, R1] = r2
+        ust[u, R2] = x
+        ust[u, UTS] = t
+        ust[u, SEG] = s
+    meta[M_ROWS] = nrows
+    meta[M_TRANS] = ntrans
     return n
 
 
 @njit(inline="always", **JIT)
-def _decay(r, now, lam, rts):
-    if lam > 0.0 and now > rts[r]:
-        return np.exp(-lam * (now - rts[r]))
-    return 1.0
+def _chain(s, r1, r2, now, lam, min2, min1, rkeys, rvals, rowm):
+    """The rows of a context's back-off chain (row of order 0, 1, 2; -1 where none) and
+    the order to start from."""
+    k0 = find_row(rkeys, rvals, row_key(0, s, NONE, NONE))
+    k1 = -1
+    k2 = -1
+    if r2 != NONE:
+        k1 = find_row(rkeys, rvals, row_key(1, s, NONE, r2))
+        if r1 != NONE:
+            k2 = find_row(rkeys, rvals, row_key(2, s, r1, r2))
+    top = 0
+    if k2 >= 0 and rowm[k2, TOT] * _decay(rowm[k2, TS], now, lam) >= min2:
+        top = 2
+    elif k1 >= 0 and rowm[k1, TOT] * _decay(rowm[k1, TS], now, lam) >= min1:
+        top = 1
+    return top, k0, k1, k2
 
 
 @njit(inline="always", **JIT)
-def _spread(s, r1, r2, now, lam, min2, min1, w0, rkeys, rvals, res, cnt, err, nd, tot, oth,
-            rts, acc, touched, nt):
-    """Add ``w0`` times the next-step distribution of context (s, r1, r2) into ``acc``
-    (indexed by resource slot). When ``touched`` is non-empty, the slots whose ``acc``
-    went from 0 are appended to it from ``nt`` on; returns the new ``nt``."""
-    rows = np.empty(3, np.int64)
-    rows[0] = find_row(rkeys, rvals, row_key(0, s, NONE, NONE))
-    rows[1] = -1
-    rows[2] = -1
-    if r2 != NONE:
-        rows[1] = find_row(rkeys, rvals, row_key(1, s, NONE, r2))
-        if r1 != NONE:
-            rows[2] = find_row(rkeys, rvals, row_key(2, s, r1, r2))
-    top = 0
-    if rows[2] >= 0 and tot[rows[2]] * _decay(rows[2], now, lam, rts) >= min2:
-        top = 2
-    elif rows[1] >= 0 and tot[rows[1]] * _decay(rows[1], now, lam, rts) >= min1:
-        top = 1
-    track = touched.shape[0] > 0
-    w = w0
-    for lv in range(top, -1, -1):
-        r = rows[lv]
-        if r < 0:
-            continue
-        k = nd[r]
-        if k == 0:
-            continue
-        f = _decay(r, now, lam, rts)
-        if lv > 0:
-            denom = f * tot[r] + k
-            esc = (f * oth[r] + k) / denom
-        else:
-            denom = f * (tot[r] - oth[r])
-            esc = 0.0
-            if denom <= 0.0:
-                continue
-        for j in range(k):
-            g = f * (cnt[r, j] - err[r, j])
-            x = res[r, j]
-            if track and acc[x] == 0.0:
-                touched[nt] = x
-                nt += 1
-            acc[x] += w * g / denom
-        w *= esc
-        if w == 0.0:
-            break
-    return nt
+def _decay(ts, now, lam):
+    if lam > 0.0 and now > ts:
+        return np.exp(-lam * (now - ts))
+    return 1.0
 
 
 @njit(**JIT)
-def topk(q_seg, q_r1, q_r2, now, lam, min2, min1, rkeys, rvals, res, cnt, err, nd, tot,
-         oth, rts, acc, out_res, out_p):
+def topk(q_seg, q_r1, q_r2, now, lam, min2, min1, rkeys, rvals, res, ce, rowm, acc,
+         out_res, out_p):
     """Top ``out_res.shape[1]`` next resources (slots, -1 when fewer) and probabilities of
     each context (q_seg, q_r1, q_r2). ``acc``: zeros, one per resource slot (left zero)."""
+    _topk_range(0, q_seg.shape[0], q_seg, q_r1, q_r2, now, lam, min2, min1, rkeys, rvals,
+                res, ce, rowm, acc, out_res, out_p)
+
+
+@njit(parallel=True, **JIT)
+def topk_parallel(q_seg, q_r1, q_r2, now, lam, min2, min1, rkeys, rvals, res, ce, rowm,
+                  acc, out_res, out_p):
+    """``topk`` in ``acc.shape[0]`` chunks on numba's threads (``acc``: one zero row per
+    chunk)."""
     n = q_seg.shape[0]
+    c = acc.shape[0]
+    for t in prange(c):
+        _topk_range(t * n // c, (t + 1) * n // c, q_seg, q_r1, q_r2, now, lam, min2, min1,
+                    rkeys, rvals, res, ce, rowm, acc[t], out_res, out_p)
+
+
+@njit(**JIT)
+def _topk_range(lo, hi, q_seg, q_r1, q_r2, now, lam, min2, min1, rkeys, rvals, res, ce,
+                rowm, acc, out_res, out_p):
     K = out_res.shape[1]
-    touched = np.empty(3 * res.shape[1] + 1, np.int64)
-    for i in range(n):
-        nt = _spread(q_seg[i], q_r1[i], q_r2[i], now, lam, min2, min1, 1.0, rkeys, rvals,
-                     res, cnt, err, nd, tot, oth, rts, acc, touched, 0)
+    R = res.shape[1]
+    touched = np.empty(3 * R + 1, np.int64)
+    for i in range(lo, hi):
+        top, k0, k1, k2 = _chain(q_seg[i], q_r1[i], q_r2[i], now, lam, min2, min1, rkeys,
+                                 rvals, rowm)
+        nt = 0
+        w = 1.0
+        for lv in range(top, -1, -1):
+            r = k2 if lv == 2 else (k1 if lv == 1 else k0)
+            if r < 0 or rowm[r, ND] == 0.0:
+                continue
+            m = np.int64(rowm[r, ND])
+            f = _decay(rowm[r, TS], now, lam)
+            if lv > 0:
+                denom = f * rowm[r, TOT] + m
+                esc = (f * rowm[r, OTH] + m) / denom
+            else:
+                denom = f * (rowm[r, TOT] - rowm[r, OTH])
+                esc = 0.0
+                if denom <= 0.0:
+                    continue
+            c = w * f / denom
+            for j in range(m):
+                x = res[r, j]
+                if acc[x] == 0.0:
+                    touched[nt] = x
+                    nt += 1
+                acc[x] += c * (ce[r, j, 0] - ce[r, j, 1])
+            w *= esc
+            if w == 0.0:
+                break
         for j in range(K):
             out_res[i, j] = -1
             out_p[i, j] = 0.0
@@ -248,20 +271,38 @@ def topk(q_seg, q_r1, q_r2, now, lam, min2, min1, rkeys, rvals, res, cnt, err, n
 
 
 @njit(**JIT)
-def expected(q_seg, q_r1, q_r2, weight, now, lam, min2, min1, rkeys, rvals, res, cnt, err,
-             nd, tot, oth, rts, res_svc, out_res, out_svc):
-    """Sum over contexts of ``weight[i]`` times the next-step distribution: into
-    ``out_res`` (per resource slot) and ``out_svc`` (per service slot, ``res_svc`` maps a
-    resource slot to its service slot, -1 when none is known). Returns the weight no row
-    could place (contexts of a segment with no row at all)."""
-    none = np.empty(0, np.int64)
+def expected(q_seg, q_r1, q_r2, weight, now, lam, min2, min1, rkeys, rvals, res, ce, rowm,
+             res_svc, out_res, out_svc):
+    """Sum over contexts of ``weight[i]`` times the next-step distribution (the one
+    ``topk`` ranks): into ``out_res`` (per resource slot) and ``out_svc`` (per service
+    slot; ``res_svc`` maps a resource slot to its service slot, -1 when none is known).
+    Returns the weight no row could place (contexts of a segment with no row at all)."""
     lost = 0.0
     for i in range(q_seg.shape[0]):
-        _spread(q_seg[i], q_r1[i], q_r2[i], now, lam, min2, min1, weight[i], rkeys, rvals,
-                res, cnt, err, nd, tot, oth, rts, out_res, none, 0)
-        r = find_row(rkeys, rvals, row_key(0, q_seg[i], NONE, NONE))
-        if r < 0 or nd[r] == 0:
-            lost += weight[i]
+        top, k0, k1, k2 = _chain(q_seg[i], q_r1[i], q_r2[i], now, lam, min2, min1, rkeys,
+                                 rvals, rowm)
+        w = weight[i]
+        for lv in range(top, -1, -1):
+            r = k2 if lv == 2 else (k1 if lv == 1 else k0)
+            if r < 0 or rowm[r, ND] == 0.0:
+                continue
+            m = np.int64(rowm[r, ND])
+            f = _decay(rowm[r, TS], now, lam)
+            if lv > 0:
+                denom = f * rowm[r, TOT] + m
+                esc = (f * rowm[r, OTH] + m) / denom
+            else:
+                denom = f * (rowm[r, TOT] - rowm[r, OTH])
+                esc = 0.0
+                if denom <= 0.0:
+                    continue
+            c = w * f / denom
+            for j in range(m):
+                out_res[res[r, j]] += c * (ce[r, j, 0] - ce[r, j, 1])
+            w *= esc
+            if w == 0.0:
+                break
+        lost += w
     for x in range(out_res.shape[0]):
         sv = res_svc[x]
         if sv >= 0:
@@ -270,16 +311,20 @@ def expected(q_seg, q_r1, q_r2, weight, now, lam, min2, min1, rkeys, rvals, res,
 
 
 @njit(**JIT)
-def contexts(user_slots, now, gap, u_r1, u_r2, u_ts, u_seg, q_seg, q_r1, q_r2):
+def contexts(user_slots, now, gap, ust, q_seg, q_r1, q_r2):
     """Context of each user slot (-1: an unknown user) at time ``now``: a session that
     has been idle more than ``gap`` is over (context START)."""
     for i in range(user_slots.shape[0]):
         u = user_slots[i]
-        if u < 0 or u_r2[u] == NONE or now - u_ts[u] > gap:
-            q_seg[i] = u_seg[u] if u >= 0 and u_r2[u] != NONE else 0
+        if u < 0 or ust[u, R2] == NONE:
+            q_seg[i] = 0
+            q_r1[i] = NONE
+            q_r2[i] = START
+        elif now - ust[u, UTS] > gap:
+            q_seg[i] = ust[u, SEG]
             q_r1[i] = NONE
             q_r2[i] = START
         else:
-            q_seg[i] = u_seg[u]
-            q_r1[i] = u_r1[u]
-            q_r2[i] = u_r2[u]
+            q_seg[i] = ust[u, SEG]
+            q_r1[i] = ust[u, R1]
+            q_r2[i] = ust[u, R2]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from ..kernels import hashmap as hm
@@ -21,8 +22,7 @@ from ..kernels import markov as mk
 from ..slots import EMPTY, SlotMap
 from .base import Model
 
-_ROW_ARRAYS = ("row_key", "res", "cnt", "err", "nd", "tot", "oth", "rts")
-_USER_ARRAYS = ("u_r1", "u_r2", "u_ts", "u_seg")
+_ROW_ARRAYS = ("row_key", "res", "ce", "rowm")
 
 
 class Markov(Model):
@@ -70,21 +70,22 @@ class Markov(Model):
         self._rkeys = np.full(tsize, EMPTY, np.uint64)
         self._rvals = np.full(tsize, -1, np.int64)
         self.row_key = np.full(cap, EMPTY, np.uint64)
-        self.res = np.full((cap, R), -1, np.int64)
-        self.cnt = np.zeros((cap, R))
-        self.err = np.zeros((cap, R))
-        self.nd = np.zeros(cap, np.int64)
-        self.tot = np.zeros(cap)
-        self.oth = np.zeros(cap)
-        self.rts = np.zeros(cap, np.int64)
+        self.res = np.full((cap, R), -1, np.int32)
+        self.ce = np.zeros((cap, R, 2))
+        self.rowm = np.zeros((cap, 4))
         self._meta[mk.M_MAX_LOAD] = tsize * 3 // 4
         self._meta[mk.M_CAP] = cap
 
     def _alloc_users(self, cap: int) -> None:
-        self.u_r1 = np.full(cap, mk.NONE, np.int64)
-        self.u_r2 = np.full(cap, mk.NONE, np.int64)
-        self.u_ts = np.zeros(cap, np.int64)
-        self.u_seg = np.zeros(cap, np.int64)
+        self.ust = np.zeros((cap, 4), np.int64)
+        self.ust[:, mk.R1] = self.ust[:, mk.R2] = mk.NONE
+
+    # views of the row columns, for inspection
+    cnt = property(lambda self: self.ce[:, :, 0])
+    err = property(lambda self: self.ce[:, :, 1])
+    tot = property(lambda self: self.rowm[:, mk.TOT])
+    oth = property(lambda self: self.rowm[:, mk.OTH])
+    nd = property(lambda self: self.rowm[:, mk.ND].astype(np.int64))
 
     def _grow_rows(self) -> None:
         nrows = int(self._meta[mk.M_ROWS])
@@ -101,14 +102,13 @@ class Markov(Model):
 
     def _fit_users(self) -> None:
         cap = self._users.capacity
-        if cap > len(self.u_r1):
-            old = {a: getattr(self, a) for a in _USER_ARRAYS}
+        if cap > len(self.ust):
+            old = self.ust
             self._alloc_users(cap)
-            for a, v in old.items():
-                getattr(self, a)[:len(v)] = v
+            self.ust[:len(old)] = old
         new = self._users.last_new
-        self.u_r1[new] = mk.NONE
-        self.u_r2[new] = mk.NONE
+        self.ust[new, mk.R1] = mk.NONE
+        self.ust[new, mk.R2] = mk.NONE
 
     def _fit_resources(self) -> None:
         cap = self._res.capacity
@@ -118,8 +118,7 @@ class Markov(Model):
             self._res_svc = s
 
     def _rows(self):
-        return (self._rkeys, self._rvals, self.res, self.cnt, self.err, self.nd, self.tot,
-                self.oth, self.rts)
+        return self._rkeys, self._rvals, self.res, self.ce, self.rowm
 
     # ---- learning -----------------------------------------------------------------
     def learn(self, batch: dict[str, np.ndarray]) -> None:
@@ -139,10 +138,8 @@ class Markov(Model):
         ts = np.full(n, self._clock, np.int64) if ts is None else np.asarray(ts, np.int64)
         i = 0
         while True:
-            i = mk.learn(us, rs, seg, ts, i, self._gap, self._lam, self.u_r1, self.u_r2,
-                         self.u_ts, self.u_seg, self._rkeys, self._rvals, self.row_key,
-                         self.res, self.cnt, self.err, self.nd, self.tot, self.oth, self.rts,
-                         self._meta)
+            i = mk.learn(us, rs, seg, ts, i, self._gap, self._lam, self.ust, self._rkeys,
+                         self._rvals, self.row_key, self.res, self.ce, self.rowm, self._meta)
             if i == n:
                 break
             self._grow_rows()
@@ -164,8 +161,7 @@ class Markov(Model):
             us = self._users.find(np.asarray(query["users"], np.uint64))
             n = len(us)
             seg, r1, r2 = (np.empty(n, np.int64) for _ in range(3))
-            mk.contexts(us, now, self._gap, self.u_r1, self.u_r2, self.u_ts, self.u_seg,
-                        seg, r1, r2)
+            mk.contexts(us, now, self._gap, self.ust, seg, r1, r2)
             return seg, r1, r2, now
         ctx = np.asarray(query["context"], np.uint64).reshape(-1, 2)
         n = len(ctx)
@@ -196,9 +192,11 @@ class Markov(Model):
         n = len(seg)
         out = np.empty((n, k), np.int64)
         prob = np.empty((n, k))
-        acc = np.zeros(max(1, self._res.high_water))
-        mk.topk(seg, r1, r2, now, self._lam, float(self.min_order2), float(self.min_order1),
-                *self._rows(), acc, out, prob)
+        chunks = min(numba.get_num_threads(), max(1, n // 20_000))
+        acc = np.zeros((chunks, max(1, self._res.high_water)))
+        (mk.topk_parallel if chunks > 1 else mk.topk)(
+            seg, r1, r2, now, self._lam, float(self.min_order2), float(self.min_order1),
+            *self._rows(), acc if chunks > 1 else acc[0], out, prob)
         ids = np.full((n, k), EMPTY, np.uint64)
         ok = out >= 0
         ids[ok] = self._res.ids[out[ok]]
@@ -216,7 +214,8 @@ class Markov(Model):
         now = self._clock if now_us is None else int(now_us)
         if users is None:
             hw = self._users.high_water
-            live = (self.u_r2[:hw] != mk.NONE) & (now - self.u_ts[:hw] <= self._gap)
+            u = self.ust[:hw]
+            live = (u[:, mk.R2] != mk.NONE) & (now - u[:, mk.UTS] <= self._gap)
             users = self._users.ids[:hw][live]
         users = np.asarray(users, np.uint64)
         seg, r1, r2, now = self._query_contexts({"users": users, "now_us": now})
@@ -240,7 +239,7 @@ class Markov(Model):
     def state(self) -> dict[str, np.ndarray]:
         nrows, hu, hr = self.rows, self._users.high_water, self._res.high_water
         st = {a: getattr(self, a)[:nrows].copy() for a in _ROW_ARRAYS}
-        st.update({a: getattr(self, a)[:hu].copy() for a in _USER_ARRAYS})
+        st["ust"] = self.ust[:hu].copy()
         st["user_ids"] = self._users.state()["ids"]
         st["resource_ids"] = self._res.state()["ids"]
         st["resource_service"] = self._res_svc[:hr].copy()
@@ -259,9 +258,7 @@ class Markov(Model):
         self._meta[mk.M_ROWS] = nrows
         self._clock, self._meta[mk.M_TRANS] = (int(v) for v in state["meta"])
         self._alloc_users(self._users.capacity)
-        for a in _USER_ARRAYS:
-            v = state[a]
-            getattr(self, a)[:len(v)] = v
+        self.ust[:len(state["ust"])] = state["ust"]
         self._res_svc = np.full(self._res.capacity, EMPTY, np.uint64)
         self._res_svc[:len(state["resource_service"])] = state["resource_service"]
 
