@@ -138,11 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_demo)
     from .detect import add_detect_parser
     from .evaluate import add_eval_forecast_parser
+    from .evaluate_markov import add_eval_markov_parser
 
     add_detect_parser(sub)
     ev = sub.add_parser("eval", help="evaluate the models on a CSV or log").add_subparsers(
         dest="what", required=True)
     add_eval_forecast_parser(ev)
+    add_eval_markov_parser(ev)
     return p
 
 

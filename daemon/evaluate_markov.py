@@ -144,18 +144,10 @@ def cmd_eval_markov(args) -> int:
     return 0
 
 
-def add_eval_markov_parser(subparsers) -> None:
-    """Register ``bae eval markov FILE --format msnbc|nasa [--train-fraction F] [-k K]
-    [--json]`` under the ``eval`` command of ``subparsers`` (created if missing; reused
-    when another evaluation registered it first)."""
-    import argparse
-
-    ev = subparsers.choices.get("eval") if hasattr(subparsers, "choices") else None
-    if ev is None:
-        ev = subparsers.add_parser("eval", help="evaluate a model on a data set")
-    sub = next((a for a in ev._actions if isinstance(a, argparse._SubParsersAction)), None)
-    if sub is None:
-        sub = ev.add_subparsers(dest="eval_cmd", required=True)
+def add_eval_markov_parser(eval_subparsers) -> None:
+    """Register ``markov FILE --format msnbc|nasa [--train-fraction F] [-k K] [--json]``
+    under ``bae eval``."""
+    sub = eval_subparsers
     p = sub.add_parser("markov", help="next-resource accuracy (top-1/top-k) of the Markov "
                        "model against first-order and most-popular baselines")
     p.add_argument("file")

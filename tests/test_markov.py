@@ -4,7 +4,6 @@ the real data (read at run time from ../shared/data)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -17,7 +16,8 @@ import pytest
 from bae_core import errors
 from bae_core.kernels import markov as mk
 from bae_core.models.markov import FirstOrder, Markov, MostPopular
-from daemon.evaluate_markov import add_eval_markov_parser, eval_markov
+from daemon.cli import build_parser
+from daemon.evaluate_markov import eval_markov
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MSNBC = DATA / "msnbc" / "msnbc_first_half.seq"
@@ -352,10 +352,7 @@ def test_eval_markov_bad_input(tmp_path):
 
 def test_eval_markov_cli(tmp_path):
     _need(MSNBC)
-    p = argparse.ArgumentParser(prog="bae")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    add_eval_markov_parser(sub)
-    args = p.parse_args(["eval", "markov", str(_slice(MSNBC, tmp_path / "m.seq", 2007)),
+    args = build_parser().parse_args(["eval", "markov", str(_slice(MSNBC, tmp_path / "m.seq", 2007)),
                          "--format", "msnbc", "--train-fraction", "0.5", "--json"])
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
