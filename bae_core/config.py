@@ -128,6 +128,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "map_size_mb": Key(int, 1024, "initial LMDB map size (grows when full)", _range(1)),
         "max_map_size_mb": Key(int, 0, "never grow the LMDB map past this (0: no limit)",
                                _range(0)),
+        "user_history": Key(int, 0, "keep each user's latest N request times in a ring "
+                            "(/v1/users shows them; costs 16N bytes and ~20 ns per event; "
+                            "0: off)", _range(0, 1024)),
         "user_ttl_s": Key(float, 86400.0, "evict users idle this long, folding them into "
                           "their segment (0: never)", _range(0)),
     },

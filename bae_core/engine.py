@@ -13,7 +13,7 @@ from .kernels import rates
 from .kernels import users as user_kernels
 from .models.arima import OnlineARIMA
 from .slots import EMPTY
-from .state import CHUNK, Segments, Services, Users
+from .state import CHUNK_SHIFT, Segments, Services, Users
 
 MAX_CAMPAIGNS = 4096
 
@@ -26,7 +26,7 @@ class Engine:
         self.cfg = cfg
         m = cfg.model
         self.bucket_us = int(m.bucket_s * 1e6)
-        self.users = Users()
+        self.users = Users(recent=cfg.state.user_history)
         self.segments = Segments(64)
         self.services = Services(ring=m.late_buckets + 4, history=m.history)
         self.names: dict[int, dict[int, str]] = {k: {} for k in wire.NameKind}
@@ -63,10 +63,10 @@ class Engine:
         users, svcs, m = self.users, self.services, self.cfg.model
         ts = r["ts_us"]
         u = users.assign(r["user"])
-        user_kernels.touch(u, ts, users.requests, users.last_seen_us, users.hourly,
-                           users.dirty, CHUNK)
-        users.recent.push_batch(u, ts / 1e6)
-        s = svcs.assign(r["service"].astype(np.uint64))
+        user_kernels.touch(u, ts, users.last_seen_us, users.hourly, users.dirty, CHUNK_SHIFT)
+        if users.recent is not None:
+            users.recent.push_batch(u, ts / 1e6)
+        s = svcs.assign(r["service"])
         self.late_dropped += rates.accumulate(
             s, ts, self.bucket_us, now_us // self.bucket_us, m.late_buckets, svcs.ring_ids,
             svcs.ring_counts, svcs.closed, svcs.level, svcs.trend, svcs.n_obs, svcs.hist,
@@ -76,7 +76,7 @@ class Engine:
 
     def _metrics(self, r: np.ndarray) -> None:
         svcs = self.services
-        s = svcs.assign(r["service"].astype(np.uint64))
+        s = svcs.assign(r["service"])
         svcs.observed_replicas[s] = r["replicas"]
         svcs.cpu[s] = r["cpu"]
         # requests per replica at the target utilisation, from the current smoothed rate
@@ -122,8 +122,8 @@ class Engine:
             return 0
         gone = out[:n]
         g = segs.assign(users.segment[gone].astype(np.uint64))
-        user_kernels.fold(gone, g, users.requests, users.hourly, segs.requests,
-                          segs.users_evicted, segs.hourly)
+        user_kernels.fold(gone, g, users.hourly, segs.requests, segs.users_evicted,
+                          segs.hourly)
         segs.mark(g)
         users.slots.release(slots=gone)
         users.reset(gone)
@@ -197,11 +197,12 @@ class Engine:
         if slot < 0:
             return None
         hourly = users.hourly[slot].astype(float)
-        recent = users.recent.latest(slot, users.recent.capacity)
+        recent = (users.recent.latest(slot, users.recent.capacity)
+                  if users.recent is not None else np.zeros(0))
         span = float(recent[-1] - recent[0]) if len(recent) > 1 else 0.0
         return {
             "id": str(uid), "name": self.names[wire.NameKind.USER].get(uid),
-            "requests": int(users.requests[slot]),
+            "requests": int(hourly.sum()),
             "last_seen_us": int(users.last_seen_us[slot]),
             "segment": int(users.segment[slot]),
             "tier": wire.Tier(int(users.tier[slot])).name.lower(),

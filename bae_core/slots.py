@@ -89,7 +89,7 @@ class SlotMap:
         ``last_new`` then holds the slots this call assigned, each once, in order of first
         appearance: reset per-slot state there (``arr[m.last_new] = fill``)."""
         ids = np.asarray(ids)
-        if ids.dtype != np.uint64:
+        if ids.dtype != np.uint64 and ids.dtype != np.uint32:  # the kernel takes both
             ids = ids.astype(np.uint64)
         if out is None:
             out = np.empty(len(ids), np.int64)

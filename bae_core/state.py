@@ -11,10 +11,15 @@ import numpy as np
 
 from ext.ringbuf import RingBuffer
 
-from .slots import SlotMap
+from .kernels.hashmap import cached_slots
+from .slots import EMPTY, SlotMap
 
-CHUNK = 1 << 14  # rows per checkpoint chunk and per dirty flag (<= 1.5 MiB per part)
+CHUNK_SHIFT = 14
+CHUNK = 1 << CHUNK_SHIFT  # rows per checkpoint chunk and per dirty flag (<= 1.5 MiB a part)
 HOURS = 24
+
+
+CACHE = 1 << 12  # direct-mapped service id cache entries
 
 
 def _full(shape, fill, dtype) -> np.ndarray:
@@ -66,11 +71,15 @@ class Columns:
 
     def assign(self, ids: np.ndarray) -> np.ndarray:
         """Slots for ``ids`` (new ids get fresh or reused slots with reset fields)."""
+        fresh_from = self.slots.high_water  # slots at or above it still hold their fills
         slots = self.slots.slots_for(ids)
         self.ensure()
         new = self.slots.last_new
         if len(new):
-            self.reset(new)
+            reused = new[new < fresh_from]
+            if len(reused):
+                self.reset(reused)
+            self.mark(new)
         return slots
 
     def reset(self, slots: np.ndarray) -> None:
@@ -113,29 +122,32 @@ class Columns:
 
 
 class Users(Columns):
-    """Per-user state: request count, last seen, segment, SLA tier, hour-of-day profile,
-    and a Cython ring of the times (Unix seconds) of the user's latest requests."""
+    """Per-user state: last seen, segment, SLA tier, hour-of-day request counts (their sum
+    is the user's request count), and (when ``recent`` > 0) a Cython ring of the times
+    (Unix seconds) of the user's latest requests."""
 
-    FIELDS = {"requests": (np.int64, 0, ()), "last_seen_us": (np.int64, 0, ()),
-              "segment": (np.uint32, 0, ()), "tier": (np.uint8, 0, ()),
-              "hourly": (np.float32, 0.0, (HOURS,))}
+    FIELDS = {"last_seen_us": (np.int64, 0, ()), "segment": (np.uint32, 0, ()),
+              "tier": (np.uint8, 0, ()), "hourly": (np.float32, 0.0, (HOURS,))}
 
-    def __init__(self, capacity: int = 1024, recent: int = 8):
+    def __init__(self, capacity: int = 1024, recent: int = 0):
         super().__init__(capacity)
-        self.recent = RingBuffer(self.slots.capacity, recent)
+        self.recent = RingBuffer(self.slots.capacity, recent) if recent > 0 else None
 
     def ensure(self) -> None:
         super().ensure()
-        if self.recent.n_series < self.slots.capacity:
+        if self.recent is not None and self.recent.n_series < self.slots.capacity:
             self.recent.grow(self.slots.capacity)
 
     def reset(self, slots: np.ndarray) -> None:
         super().reset(slots)
-        self.recent.clear_slots(np.ascontiguousarray(slots, np.int64))
+        if self.recent is not None:
+            self.recent.clear_slots(np.ascontiguousarray(slots, np.int64))
 
     def parts(self, prefix: str, dirty_only: bool):
         dirty = self.dirty.copy()
         yield from super().parts(prefix, dirty_only)
+        if self.recent is None:
+            return
         for c in range(-(-self.rows // CHUNK)):
             if dirty_only and not dirty[c]:
                 continue
@@ -145,6 +157,8 @@ class Users(Columns):
 
     def load(self, prefix: str, arrays: dict[str, np.ndarray]) -> None:
         super().load(prefix, arrays)
+        if self.recent is None:
+            return
         for c in range(-(-self.rows // CHUNK)):
             got = {k: arrays.get(f"{prefix}.recent_{k}.{c:06d}")
                    for k in ("values", "pos", "count")}
@@ -180,3 +194,21 @@ class Services(Columns):
         super().__init__(capacity, {"ring_ids": (np.int64, -1, (ring,)),
                                     "ring_counts": (np.float64, 0.0, (ring,)),
                                     "hist": (np.float64, 0.0, (history,))})
+        self._cache_ids = np.full(CACHE, EMPTY, np.uint64)
+        self._cache_slots = np.zeros(CACHE, np.int64)
+
+    def assign(self, ids: np.ndarray) -> np.ndarray:
+        """Slots for ``ids``: a few thousand services at most, so a direct-mapped cache in
+        front of the slot map answers almost every batch in one kernel call."""
+        out = np.empty(len(ids), np.int64)
+        if cached_slots(ids, self._cache_ids, self._cache_slots, out) == 0:
+            return out
+        out = super().assign(ids)
+        h = np.asarray(ids, np.uint64) & np.uint64(CACHE - 1)
+        self._cache_ids[h] = ids
+        self._cache_slots[h] = out
+        return out
+
+    def load(self, prefix: str, arrays: dict[str, np.ndarray]) -> None:
+        super().load(prefix, arrays)
+        self._cache_ids[:] = EMPTY

@@ -132,7 +132,7 @@ def _assert_clean(d: Daemon, frames: int, events: int):
     assert c.frames == frames
     assert c.sequence_gaps == 0 and c.producer_restarts == 0
     assert d.engine.accepted[REQ] == events, (d.engine.accepted[REQ], events)
-    assert int(d.engine.users.requests[: len(d.engine.users)].sum()) == events
+    assert int(d.engine.users.hourly[: d.engine.users.rows].sum()) == events
     # every event is within the second before the pinned clock: none is late, all counted
     assert d.engine.late_dropped == 0
     assert _open_counts(d.engine) == events
@@ -238,7 +238,7 @@ def test_ingest_to_model(benchmark, report, make_requests, clock, dist):
     u = eng.users
     assert len(u) == n_distinct == wl.N_USERS
     assert eng.accepted[REQ] == len(recs)
-    assert int(u.requests[: len(u)].sum()) == len(recs)
+    assert int(u.hourly[: u.rows].sum()) == len(recs)
     assert np.array_equal(np.sort(u.slots.ids[: len(u)]), np.unique(users))
     assert eng.late_dropped == 0  # all within the second before the clock
     assert _open_counts(eng) == len(recs)

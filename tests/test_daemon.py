@@ -337,7 +337,8 @@ def test_systemd_notify_ready_watchdog_and_stopping(start_daemon, tmp_path):
         sock.close()
 
 
-def test_user_profile_and_service_forecast_routes(daemon):
+def test_user_profile_and_service_forecast_routes(start_daemon):
+    daemon = start_daemon({"state": {"user_history": 8}})
     names = wire.make_names(wire.NameKind.USER, [5], ["alice.example.org"])
     with EventPublisher(daemon.ingest) as pub:
         pub.send_frame(wire.MsgType.NAME, names)

@@ -168,7 +168,7 @@ def test_service_totals_and_touch_users():
                                             0.01 * (30 - (10.0 + 0.01 * 10)))
     u = e.users
     assert len(u) == 2
-    assert u.requests[:2].tolist() == [2, 1]
+    assert u.hourly[:2].sum(axis=1).tolist() == [2, 1]  # a user's requests: its profile's sum
     assert u.last_seen_us[:2].tolist() == [T0 + 3, T0 + 5]
     assert e.accepted[MsgType.REQUEST] == 3
 
@@ -178,9 +178,10 @@ def test_users_grow_past_initial_capacity():
     users = np.arange(3000) % 2500
     e.apply(MsgType.REQUEST, reqs(np.full(3000, T0), user=users), T0)
     assert len(e.users) == 2500
-    assert e.users.requests[:2500].sum() == 3000
-    assert e.users.requests[:500].tolist() == [2] * 500
-    assert len(e.users.requests) >= e.users.slots.capacity
+    per_user = e.users.hourly.sum(axis=1)
+    assert per_user[:2500].sum() == 3000
+    assert per_user[:500].tolist() == [2] * 500
+    assert len(e.users.hourly) >= e.users.slots.capacity
 
 
 # ---- engine: buckets ------------------------------------------------------------------------
@@ -697,7 +698,7 @@ def test_profiles_set_segment_and_tier():
     assert (u.segment[s5], u.tier[s5]) == (30, 0)  # the later record wins
     assert (u.segment[s6], u.tier[s6]) == (20, wire.Tier.GOLD)
     e.apply(MsgType.REQUEST, reqs([T0], user=6), T0)
-    assert u.slots.find_one(6) == s6 and u.requests[s6] == 1
+    assert u.slots.find_one(6) == s6 and u.hourly[s6].sum() == 1
 
 
 def test_names_registered_and_found():

@@ -270,3 +270,18 @@ def insert_slots(keys, vals, ids):
         keys[h] = k
         vals[h] = s
     return -1
+
+
+@njit(**JIT)
+def cached_slots(ids, cache_ids, cache_slots, out):
+    """Slots of ``ids`` from a direct-mapped cache; returns how many missed (out = -1)."""
+    mask = cache_ids.shape[0] - 1
+    miss = 0
+    for i in range(ids.shape[0]):
+        h = np.int64(ids[i]) & mask
+        if cache_ids[h] == ids[i]:
+            out[i] = cache_slots[h]
+        else:
+            out[i] = -1
+            miss += 1
+    return miss

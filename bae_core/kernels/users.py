@@ -10,14 +10,15 @@ US_PER_HOUR = 3_600_000_000
 
 
 @njit(**JIT)
-def touch(slots, ts, requests, last_seen, hourly, dirty, chunk):
+def touch(slots, ts, last_seen, hourly, dirty, chunk_shift):
+    """Count each request in its user's hour-of-day profile (the profile's sum is the
+    user's request count) and mark the user's checkpoint chunk dirty."""
     for i in range(slots.shape[0]):
         u = slots[i]
-        requests[u] += 1
         if ts[i] > last_seen[u]:
             last_seen[u] = ts[i]
         hourly[u, (ts[i] // US_PER_HOUR) % 24] += 1.0
-        dirty[u // chunk] = 1
+        dirty[u >> chunk_shift] = 1
 
 
 @njit(**JIT)
@@ -32,12 +33,13 @@ def idle(ids, last_seen, empty_id, cutoff_us, out):
 
 
 @njit(**JIT)
-def fold(users, user_seg_slot, requests, hourly, seg_requests, seg_evicted, seg_hourly):
-    """Add each user's counts and hour-of-day profile to its segment's aggregates."""
+def fold(users, user_seg_slot, hourly, seg_requests, seg_evicted, seg_hourly):
+    """Add each user's hour-of-day profile (and so its request count) to its segment's
+    aggregates."""
     for i in range(users.shape[0]):
         u = users[i]
         g = user_seg_slot[i]
-        seg_requests[g] += requests[u]
         seg_evicted[g] += 1
         for h in range(hourly.shape[1]):
             seg_hourly[g, h] += hourly[u, h]
+            seg_requests[g] += np.int64(hourly[u, h])
