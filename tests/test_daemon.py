@@ -107,7 +107,7 @@ def test_malformed_input_is_counted_and_the_daemon_keeps_serving(daemon):
     skewed = requests(5, ts_us=now_us() - 10 * 3600 * 10**6)
     hdr, body = wire.encode(wire.MsgType.REQUEST, good, 99, 0)
     with EventPublisher(daemon.ingest, producer_id=42) as pub:
-        pub.send_raw([b"XXXX" + hdr[4:], body])  # bad magic
+        pub.send_raw([b"NOPE" + hdr[4:], body])  # bad magic
         pub.send_raw([hdr, body[:-5]])  # truncated
         pub.send_raw([hdr])  # one frame
         pub.send_raw([wire.encode_header(wire.MsgType.REQUEST, 10, 5, 0)[:6] + b"\x63\x00"

@@ -49,11 +49,18 @@ def accumulate(svc, ts, bucket_us, max_bucket, late, ring_ids, ring_counts, clos
     events down to ``late`` buckets before ``max_bucket``. Returns events dropped as late."""
     k = ring_ids.shape[1]
     dropped = 0
+    lo = hi = 0  # events of a batch mostly share a bucket: divide only when it changes
+    b = idx = 0
     for i in range(svc.shape[0]):
         s = svc[i]
-        b = ts[i] // bucket_us
-        if b > max_bucket:
-            b = max_bucket
+        t = ts[i]
+        if t < lo or t >= hi:
+            b = t // bucket_us
+            lo = b * bucket_us
+            hi = lo + bucket_us
+            if b > max_bucket:
+                b = max_bucket
+            idx = b % k
         if closed[s] < 0:
             closed[s] = max_bucket - late - 1
         if b <= closed[s]:
@@ -64,7 +71,6 @@ def accumulate(svc, ts, bucket_us, max_bucket, late, ring_ids, ring_counts, clos
             # keep open buckets within one ring: close the oldest ones first
             close_until(s, b - k, ring_ids, ring_counts, closed, level, trend, n_obs, hist,
                         alpha, beta, phi, bucket_s)
-        idx = b % k
         if ring_ids[s, idx] != b:
             ring_ids[s, idx] = b
             ring_counts[s, idx] = 0.0
