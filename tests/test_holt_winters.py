@@ -79,9 +79,9 @@ def test_kernel_matches_plain_python_reference(mode, periods):
             assert st["level"][s, k] == pytest.approx(lvl, rel=1e-9)
             assert st["trend"][s, k] == pytest.approx(tr, rel=1e-9, abs=1e-12)
             if periods[0]:
-                np.testing.assert_allclose(st["s1"][s, k], s1, rtol=1e-9, atol=1e-12)
+                np.testing.assert_allclose(st["s1"][s, :, k], s1, rtol=1e-9, atol=1e-12)
             if periods[1]:
-                np.testing.assert_allclose(st["s2"][s, k], s2, rtol=1e-9, atol=1e-12)
+                np.testing.assert_allclose(st["s2"][s, :, k], s2, rtol=1e-9, atol=1e-12)
 
 
 def test_double_seasonality_recovers_daily_and_weekly_pattern():
@@ -115,7 +115,7 @@ def test_grid_follows_the_set_with_the_lower_error():
     feed(m, np.stack([walk, noise]))
     out = m.predict({"h": 1})
     assert list(out["set"]) == [1, 0]
-    err = m.state()["err"]
+    err = m.state()["err"][:, 0]
     assert err[0, 1] < err[0, 0] and err[1, 0] < err[1, 1]
     # the forecast is the chosen set's
     assert out["mean"][0, 0] == pytest.approx(m.state()["level"][0, 1])
@@ -162,7 +162,8 @@ def test_state_round_trip_and_growth():
     q = {"h": 10}
     for k, v in m.predict(q).items():
         np.testing.assert_array_equal(v, r.predict(q)[k])
-    assert m.state_bytes_per_series == 8 * (1 + 4 * (4 + 4 + 8))
+    # n_obs; per set level, trend, var, 3 errors, s1, s2 and the two forecast rings
+    assert m.state_bytes_per_series == 8 * (1 + len(m._alpha) * (6 + 4 + 8 + 4 + 4))
     assert np.isnan(m.predict({"h": 2, "slots": np.array([10 ** 6])})["mean"]).all()
 
 

@@ -14,11 +14,14 @@ Two detectors of different families, then one combined score:
 (b) windowed robust z-test: median and MAD of the previous ``window`` values,
     ``zb = |x - median| / (1.4826 * MAD)`` (a level shift or spike against recent history).
 
-Combined: ``z = max(za, zb)``; its logarithm is tracked by a long and a short exponentially
-weighted mean (the "anomaly likelihood" idea of Numenta's detector: a run of surprising
-points matters more than one); the score is ``max(squash(z), likelihood)`` mapped to
-[0, 1]. During the grace period (``n <= grace``) the score is 0 and the flag false. After a
-flag, scores stay 0 for ``holdoff`` rows (one alarm per event). ``flag = score >= threshold``.
+Combined: ``z = max(za, zb)``, raw surprise ``q = z^2 / (z^2 + z0^2)`` in [0, 1). Its
+"anomaly likelihood" (Numenta): the upper-tail probability of the short EW mean of ``q``
+under a Gaussian fitted to the long EW mean/variance of ``q`` (sd floored at ``sd_floor``),
+mapped to [0, 1) as ``ll / (ll + l0)`` with ``ll = -log10(tail)``; it normalises per series
+and ignores surprise a series always has. Score = ``max(lik_w * lik, raw_w * q)`` (the raw
+term lets a single huge spike through). During the grace period (``n <= grace``) the score
+is 0 and the flag false. After a flag, scores stay 0 for ``holdoff`` rows (one alarm per
+event). ``flag = score >= threshold``.
 
 Parameters travel as one float64 array ``cfg`` indexed by the ``C_*`` constants (the
 wrapper in ``bae_core.models.anomaly`` builds it).
@@ -32,13 +35,13 @@ from numba import njit
 from . import JIT
 
 # state columns of st[s, :]
-LEVEL, MAD, ZMEAN, ZVAR, ZSHORT, HOLD, ABSMEAN, SLOW, SPREAD = range(9)
-N_COLS = 9
+LEVEL, MAD, ZMEAN, ZVAR, ZSHORT, HOLD, ABSMEAN, SLOW, SPREAD, PEAK = range(10)
+N_COLS = 10
 
 # cfg indices
 (C_ALPHA, C_SEASON, C_SEAS_W, C_MAD_BETA, C_CLIP, C_WINDOW, C_GRACE, C_Z0, C_LONG,
- C_SHORT, C_THRESHOLD, C_HOLDOFF, C_LIK_W, C_FLOOR, C_L0) = range(15)
-N_CFG = 15
+ C_SHORT, C_THRESHOLD, C_HOLDOFF, C_LIK_W, C_FLOOR, C_L0, C_SD_FLOOR, C_SQ_W) = range(17)
+N_CFG = 17
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -88,6 +91,9 @@ def score_rows(slot, value, st, n, ring, cfg, out_score, out_flag):
     lik_w = cfg[C_LIK_W]
     floor_frac = cfg[C_FLOOR]
     l0 = cfg[C_L0]
+    sd_floor = cfg[C_SD_FLOOR]
+    sq_w = cfg[C_SQ_W]
+    z0sq = z0 * z0
     r = ring.shape[1]
     scratch = np.empty(max(window, 1))
     skipped = 0
@@ -108,6 +114,7 @@ def score_rows(slot, value, st, n, ring, cfg, out_score, out_flag):
             st[s, ZVAR] = 1.0
             st[s, ZSHORT] = 0.0
             st[s, HOLD] = 0.0
+            st[s, PEAK] = 0.0
             st[s, SLOW] = x
             st[s, SPREAD] = 0.0
             ring[s, 0] = x
@@ -125,20 +132,22 @@ def score_rows(slot, value, st, n, ring, cfg, out_score, out_flag):
         # (b) windowed robust z
         zb = _window_z(s, x, nn, ring, window, scratch, floor)
         z = max(za, zb)
-        # likelihood of a run of surprise: short vs long EW mean of log(1 + z)
-        lz = math.log1p(z)
+        # raw surprise in [0, 1), then its "anomaly likelihood": the tail probability of
+        # the short-run mean surprise under a Gaussian fitted to the long-run surprises
+        z2 = z * z
+        sq = z2 / (z2 + z0sq)
         zm = st[s, ZMEAN]
         zv = st[s, ZVAR]
-        zs = (1.0 - a_short) * st[s, ZSHORT] + a_short * lz
+        zs = (1.0 - a_short) * st[s, ZSHORT] + a_short * sq
         lik = 0.0
         if nn > 2:
-            t = (zs - zm) / math.sqrt(zv + 1e-6)
+            t = (zs - zm) / max(math.sqrt(zv), sd_floor)
             tail = 0.5 * math.erfc(t / _SQRT2)  # P(N(0,1) > t), exact in the far tail
             ll = -math.log10(tail + 1e-300)
             lik = ll / (ll + l0)
         # state updates (after scoring: the score only uses the past)
         st[s, ZSHORT] = zs
-        d = lz - zm
+        d = sq - zm
         st[s, ZMEAN] = zm + a_long * d
         st[s, ZVAR] = (1.0 - a_long) * (zv + a_long * d * d)
         st[s, LEVEL] += alpha * (x - st[s, LEVEL])
@@ -155,9 +164,9 @@ def score_rows(slot, value, st, n, ring, cfg, out_score, out_flag):
         # combined score, grace period, hold-off
         if nn + 1 <= grace:
             continue
-        z2 = z * z
-        sq = z2 / (z2 + z0 * z0)
-        sc = max(sq, lik_w * lik) if lik_w > 0.0 else sq
+        sc = max(sq_w * sq, lik_w * lik)
+        # re-flag suppression: after a flag, ``holdoff`` rows score 0 (NAB counts only the
+        # first detection in a window, and every later one outside it is a false positive)
         if st[s, HOLD] > 0.0:
             st[s, HOLD] -= 1.0
             continue

@@ -6,12 +6,15 @@ State is columnar, indexed by series slot ``s`` and parameter set ``k`` (K sets 
 by side on every series):
 
     level[s, k], trend[s, k]      level and damped additive trend
-    s1[s, k, p1], s2[s, k, p2]    first (daily) and second (weekly) seasonal component,
+    s1[s, p1, k], s2[s, p2, k]    first (daily) and second (weekly) seasonal component,
                                   Taylor's double-seasonal form; a period of 0 disables a
                                   component (its array then has length 1 and is unused)
     n_obs[s]                      observations seen (the series' own time index)
-    err[s, k]                     exponentially weighted one-step absolute error
+    err[s, j, k]                  exponentially weighted absolute error hz[j] steps ahead,
+                                  hz = (1, h2, h3) (1, min(12, p1), p1 by default)
     var[s, k]                     exponentially weighted one-step squared error
+    r2[s, h2, k], r3[s, h3, k]    rings of the level part (l + (phi+..+phi^h) b) of the
+                                  forecasts made h2 and h3 steps earlier, slot t % h
 
 Seasonal modes: ``SEASON_ADD`` (y = l + d + w + e) and ``SEASON_MUL``
 (y = (l) * d * w + e, additive error). Updates are the error-correction form
@@ -34,14 +37,16 @@ quantiles are NaN. The weekly index starts neutral. One-step errors are
 tracked from the end of the warm-up; the EW weight is ``max(lam, 1/m)`` after m errors so
 the first errors are a plain mean.
 
-Parameter choice is online: the forecast follows, per series, the set with the lowest
-``err``. Quantiles are Gaussian around the point forecast: sigma_h^2 = var[s, best] *
+Parameter choice is online and per horizon: a forecast of h steps follows, per series,
+the set with the lowest ``err`` at the tracked horizon nearest h (in log steps) that has
+been scored; one-step error favours high alpha, one season ahead low alpha. Quantiles are Gaussian around the point forecast: sigma_h^2 = var[s, best] *
 (1 + sum_{j<h} c_j^2), c_j = alpha*(1 + beta*(phi + .. + phi^j)) + gamma*[j % p1 == 0]
 + gamma*[j % p2 == 0] (the h-step variance factor of ETS(A,Ad,A); used as an
 approximation for the multiplicative mode too). ``z`` holds the standard normal scores
 of the wanted quantiles (0, 1.2816, 2.3263 for p50, p90, p99); they are upper quantiles.
 
-Per observation the update touches K*(4 + 2) numbers and allocates nothing.
+Per observation the update touches K*(3 + 3 + 2 + 2) numbers (level, trend, var, 3 errors,
+two seasonal indices, two ring slots), each run of K contiguous, and allocates nothing.
 
 Light per-user tier (``user_rate_*``)
 ------------------------------------
@@ -71,12 +76,17 @@ def _warm(p1, wc):
 
 
 @njit(**JIT)
-def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam,
-              level, trend, s1, s2, n_obs, err, var):
+def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam, hz, psum,
+              level, trend, s1, s2, n_obs, err, var, r2, r3):
     """Feed one observation per row (``slots[i]``, ``values[i]``), rows in time order.
-    Returns the number of rows skipped (non-finite value or slot out of range)."""
+    ``hz`` = (1, h2, h3) are the tracked horizons (h2, h3 <= p1 when p1 > 0) and
+    ``psum[j, k]`` = phi_k + .. + phi_k^hz[j]. Returns the number of rows skipped
+    (non-finite value or slot out of range)."""
     n = level.shape[0]
     K = level.shape[1]
+    h2 = hz[1]
+    h3 = hz[2]
+    W = _warm(p1, wc)
     skipped = 0
     for i in range(slots.shape[0]):
         s = slots[i]
@@ -89,31 +99,34 @@ def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam,
             for k in range(K):
                 level[s, k] = y
                 trend[s, k] = 0.0
-                for j in range(s1.shape[2]):
-                    s1[s, k, j] = 0.0
-                for j in range(s2.shape[2]):
-                    s2[s, k, j] = 0.0 if mode != SEASON_MUL else 1.0
-        if p1 > 0 and t < wc * p1:
+            for j in range(s1.shape[1]):
+                for k in range(K):
+                    s1[s, j, k] = 0.0
+            for j in range(s2.shape[1]):
+                for k in range(K):
+                    s2[s, j, k] = 0.0 if mode != SEASON_MUL else 1.0
+        if p1 > 0 and t < W:
             # warm-up (classical decomposition): s1 = mean of the raw values at each
             # position, level = mean so far, trend = mean of the current cycle
             c = t // p1
-            pos = t % p1
+            pos = t - c * p1
             for k in range(K):
-                s1[s, k, pos] += (y - s1[s, k, pos]) / (c + 1)
+                s1[s, pos, k] += (y - s1[s, pos, k]) / (c + 1)
                 level[s, k] += (y - level[s, k]) / (t + 1)
                 trend[s, k] += (y - trend[s, k]) / (pos + 1)
-                if t == wc * p1 - 1:
+            if t == W - 1:
+                for k in range(K):
                     m = 0.0
                     for j in range(p1):
-                        m += s1[s, k, j]
+                        m += s1[s, j, k]
                     m /= p1
                     level[s, k] = trend[s, k]
                     trend[s, k] = 0.0
                     for j in range(p1):
                         if mode == SEASON_MUL:
-                            s1[s, k, j] = s1[s, k, j] / m if abs(m) > _TINY else 1.0
+                            s1[s, j, k] = s1[s, j, k] / m if abs(m) > _TINY else 1.0
                         else:
-                            s1[s, k, j] -= m
+                            s1[s, j, k] -= m
             n_obs[s] = t + 1
             continue
         if t == 0:
@@ -133,10 +146,21 @@ def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam,
             q2 = t // p2
             i2 = t - q2 * p2
             gw = 1.0 / (q2 + 1)
-        m_err = t - _warm(p1, wc) + 1
+        j2 = t % h2
+        j3 = i1 if h3 == p1 else t % h3
+        m_err = t - W + 1
         w = lam
         if m_err * lam < 1.0:
             w = 1.0 / m_err
+        # h-step errors count once the forecast made h steps earlier exists
+        m2 = m_err - h2
+        w2 = lam
+        if m2 * lam < 1.0:
+            w2 = 1.0 / m2 if m2 > 0 else 0.0
+        m3 = m_err - h3
+        w3 = lam
+        if m3 * lam < 1.0:
+            w3 = 1.0 / m3 if m3 > 0 else 0.0
         for k in range(K):
             l = level[s, k]
             b = trend[s, k]
@@ -147,58 +171,84 @@ def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam,
             g2 = (g if g > gw else gw) * (1.0 - a)
             base = l + ph * b
             if mode == SEASON_MUL:
-                d = s1[s, k, i1] if p1 > 0 else 1.0
-                wk = s2[s, k, i2] if p2 > 0 else 1.0
-                yhat = base * d * wk
-                e = y - yhat
+                d = s1[s, i1, k] if p1 > 0 else 1.0
+                wk = s2[s, i2, k] if p2 > 0 else 1.0
                 dw = d * wk
+                e = y - base * dw
+                e2 = y - r2[s, j2, k] * dw
+                e3 = y - r3[s, j3, k] * dw
                 r = e / dw if abs(dw) > _TINY else 0.0
-                level[s, k] = base + a * r
-                trend[s, k] = ph * b + a * beta[k] * r
+                ln = base + a * r
+                bn = ph * b + a * beta[k] * r
                 if p1 > 0:
                     den = base * wk
                     if abs(den) > _TINY:
-                        s1[s, k, i1] = d + ga * e / den
+                        s1[s, i1, k] = d + ga * e / den
                 if p2 > 0:
                     den = base * d
                     if abs(den) > _TINY:
-                        s2[s, k, i2] = wk + g2 * e / den
+                        s2[s, i2, k] = wk + g2 * e / den
             else:
-                d = s1[s, k, i1] if p1 > 0 else 0.0
-                wk = s2[s, k, i2] if p2 > 0 else 0.0
-                yhat = base + d + wk
-                e = y - yhat
-                level[s, k] = base + a * e
-                trend[s, k] = ph * b + a * beta[k] * e
+                d = s1[s, i1, k] if p1 > 0 else 0.0
+                wk = s2[s, i2, k] if p2 > 0 else 0.0
+                e = y - base - d - wk
+                e2 = y - r2[s, j2, k] - d - wk
+                e3 = y - r3[s, j3, k] - d - wk
+                ln = base + a * e
+                bn = ph * b + a * beta[k] * e
                 if p1 > 0:
-                    s1[s, k, i1] = d + ga * e
+                    s1[s, i1, k] = d + ga * e
                 if p2 > 0:
-                    s2[s, k, i2] = wk + g2 * e
-            err[s, k] += w * (abs(e) - err[s, k])
+                    s2[s, i2, k] = wk + g2 * e
+            level[s, k] = ln
+            trend[s, k] = bn
+            # the level part of the forecasts h2 and h3 steps ahead; their seasonal
+            # indices are not touched before then (h <= p1 <= p2)
+            r2[s, j2, k] = ln + psum[1, k] * bn
+            r3[s, j3, k] = ln + psum[2, k] * bn
+            err[s, 0, k] += w * (abs(e) - err[s, 0, k])
+            err[s, 1, k] += w2 * (abs(e2) - err[s, 1, k])
+            err[s, 2, k] += w3 * (abs(e3) - err[s, 2, k])
             var[s, k] += w * (e * e - var[s, k])
         n_obs[s] = t + 1
     return skipped
 
 
 @njit(**JIT)
-def hw_best(s, err):
-    K = err.shape[1]
+def hw_best(s, err, j):
+    K = err.shape[2]
     best = 0
     for k in range(1, K):
-        if err[s, k] < err[s, best]:
+        if err[s, j, k] < err[s, j, best]:
             best = k
     return best
 
 
 @njit(**JIT)
-def hw_forecast(slots, h, mode, p1, p2, wc, alpha, beta, gamma, phi,
+def hw_horizon(h, hz, t, W):
+    """The tracked horizon nearest (in log steps) to ``h`` that has errors at step t."""
+    best = 0
+    dist = 1e300
+    for j in range(hz.shape[0]):
+        if t - W - hz[j] < 1 and j > 0:
+            continue
+        dd = abs(np.log(h / hz[j]))
+        if dd < dist:
+            dist = dd
+            best = j
+    return best
+
+
+@njit(**JIT)
+def hw_forecast(slots, h, mode, p1, p2, wc, alpha, beta, gamma, phi, hz,
                 level, trend, s1, s2, n_obs, err, var, z, mean_out, q_out, best_out):
-    """h-step forecasts of the series ``slots`` from the set with the lowest one-step
-    error: ``mean_out[i, j]`` is the mean j+1 steps ahead, ``q_out[i, q, j]`` the
-    quantile with normal score ``z[q]``, ``best_out[i]`` the set used. Series never seen
-    get NaN and best -1. Nothing in the state changes."""
+    """h-step forecasts of the series ``slots`` from the set with the lowest error at the
+    tracked horizon nearest h: ``mean_out[i, j]`` is the mean j+1 steps ahead,
+    ``q_out[i, q, j]`` the quantile with normal score ``z[q]``, ``best_out[i]`` the set
+    used. Series never seen get NaN and best -1. Nothing in the state changes."""
     n = level.shape[0]
     nz = z.shape[0]
+    W = _warm(p1, wc)
     for i in range(slots.shape[0]):
         s = slots[i]
         if s < 0 or s >= n or n_obs[s] == 0:
@@ -208,9 +258,9 @@ def hw_forecast(slots, h, mode, p1, p2, wc, alpha, beta, gamma, phi,
                 for q in range(nz):
                     q_out[i, q, j] = np.nan
             continue
-        k = hw_best(s, err)
-        best_out[i] = k
         t = n_obs[s]
+        k = hw_best(s, err, hw_horizon(h, hz, t, W))
+        best_out[i] = k
         l = level[s, k]
         b = trend[s, k]
         ph = phi[k]
@@ -226,20 +276,20 @@ def hw_forecast(slots, h, mode, p1, p2, wc, alpha, beta, gamma, phi,
             psum += pw
             tt = t + j
             base = l + psum * b
-            if p1 > 0 and t < wc * p1:
+            if p1 > 0 and t < W:
                 # warm-up: the mean of the position's raw values, or the mean so far
-                f = s1[s, k, tt % p1] if (t >= p1 or tt % p1 < t) else l
+                f = s1[s, tt % p1, k] if (t >= p1 or tt % p1 < t) else l
                 mean_out[i, j] = f
                 for q in range(nz):
                     q_out[i, q, j] = np.nan
                 continue
             if mode == SEASON_MUL:
-                d = s1[s, k, tt % p1] if p1 > 0 else 1.0
-                wk = s2[s, k, tt % p2] if p2 > 0 else 1.0
+                d = s1[s, tt % p1, k] if p1 > 0 else 1.0
+                wk = s2[s, tt % p2, k] if p2 > 0 else 1.0
                 f = base * d * wk
             else:
-                d = s1[s, k, tt % p1] if p1 > 0 else 0.0
-                wk = s2[s, k, tt % p2] if p2 > 0 else 0.0
+                d = s1[s, tt % p1, k] if p1 > 0 else 0.0
+                wk = s2[s, tt % p2, k] if p2 > 0 else 0.0
                 f = base + d + wk
             mean_out[i, j] = f
             sd = np.sqrt(sig2 * (1.0 + cum))

@@ -26,14 +26,16 @@ class AnomalyDetector(Model):
     the residual-scale (MAD) estimate; ``clip``: scale units an update may move it;
     ``window``: rows of the windowed robust z-test; ``grace_period``: rows scored 0 first;
     ``z0``: the z mapped to 0.5; ``long_alpha``/``short_alpha``: EW weights of the surprise
-    run statistic; ``likelihood_weight``: its weight in the score (0 = off);
+    run statistic; ``likelihood_weight``: weight of the anomaly likelihood in the score,
+    ``likelihood_scale``: -log10 tail mapped to 0.5, ``sd_floor``: least sd of the raw
+    surprise; ``raw_weight``: weight of the raw surprise in the score;
     ``holdoff``: rows silenced after a flag. Slots grow as needed; unset
     parameters take ``DEFAULTS``."""
 
     DEFAULTS = dict(alpha=0.5, season=288, season_weight=0.0, mad_beta=0.01, clip=2.0,
-                    window=128, grace_period=300, z0=6.0, long_alpha=0.005, short_alpha=0.1,
-                    likelihood_weight=0.0, likelihood_scale=5.0, threshold=0.5, holdoff=150,
-                    scale_floor=0.1)
+                    window=128, grace_period=300, z0=6.0, long_alpha=0.005, short_alpha=0.3,
+                    likelihood_weight=1.0, likelihood_scale=5.0, threshold=0.3, holdoff=150,
+                    scale_floor=0.1, sd_floor=0.01, raw_weight=0.32)
 
     def __init__(self, **params):
         unknown = set(params) - set(self.DEFAULTS)
@@ -55,6 +57,7 @@ class AnomalyDetector(Model):
         cfg[K.C_SHORT], cfg[K.C_THRESHOLD] = short_alpha, threshold
         cfg[K.C_HOLDOFF], cfg[K.C_LIK_W] = holdoff, likelihood_weight
         cfg[K.C_FLOOR], cfg[K.C_L0] = scale_floor, likelihood_scale
+        cfg[K.C_SD_FLOOR], cfg[K.C_SQ_W] = p["sd_floor"], p["raw_weight"]
         self._cfg = cfg
         self._ring_len = max(int(window), int(season), 1) + 1
         self._st = np.zeros((0, K.N_COLS))

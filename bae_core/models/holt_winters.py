@@ -22,8 +22,11 @@ from .base import Model
 
 GRIDS = {
     # (alpha, beta, gamma, phi)
-    "default": ((0.05, 0.0, 0.1, 0.9), (0.2, 0.0, 0.2, 0.9), (0.5, 0.02, 0.2, 0.9),
-                (0.8, 0.0, 0.2, 0.9)),
+    # from season-dominated (tiny alpha: best far ahead) to level-following (best one
+    # step ahead), and one strongly damped set; the forecast picks per horizon
+    "default": ((0.002, 0.0, 0.2, 0.9), (0.005, 0.0, 0.05, 0.9), (0.02, 0.0, 0.1, 0.9),
+                (0.05, 0.0, 0.1, 0.8), (0.2, 0.0, 0.2, 0.9), (0.3, 0.0, 0.1, 0.5),
+                (0.5, 0.02, 0.2, 0.9), (0.8, 0.0, 0.2, 0.9)),
     "single": ((0.2, 0.01, 0.1, 0.98),),
 }
 MODES = {"additive": K.SEASON_ADD, "multiplicative": K.SEASON_MUL}
@@ -72,17 +75,27 @@ class HoltWinters(Model):
             raise ConfigError("periods", f"bad periods {periods!r}",
                               "give (daily, weekly) in buckets, >= 0; put a single "
                               "period first")
+        # tracked horizons: 1, ~an hour (12 steps) and one season; h2, h3 <= p1 so the
+        # seasonal indices a ring forecast needs are not updated before it is scored
+        h2 = min(12, self._p1) if self._p1 > 0 else 12
+        h3 = self._p1 if self._p1 > 0 else 24
+        self._hz = np.array([1, h2, h3], np.int64)
+        self._psum = np.array([[sum(ph ** i for i in range(1, h + 1)) for ph in self._phi]
+                               for h in self._hz])
         self._alloc(max(1, int(n_series)))
 
     def _alloc(self, n: int) -> None:
         k = len(self._alpha)
         self._level = np.zeros((n, k))
         self._trend = np.zeros((n, k))
-        self._s1 = np.zeros((n, k, max(self._p1, 1)))
-        self._s2 = np.zeros((n, k, max(self._p2, 1)))
+        # (series, position, set): one update touches one run of K numbers per array
+        self._s1 = np.zeros((n, max(self._p1, 1), k))
+        self._s2 = np.zeros((n, max(self._p2, 1), k))
         self._n_obs = np.zeros(n, np.int64)
-        self._err = np.zeros((n, k))
+        self._err = np.zeros((n, 3, k))
         self._var = np.zeros((n, k))
+        self._r2 = np.zeros((n, int(self._hz[1]), k))
+        self._r3 = np.zeros((n, int(self._hz[2]), k))
 
     def _grow(self, n: int) -> None:
         old = self.state()
@@ -107,17 +120,15 @@ class HoltWinters(Model):
         top = int(slots.max())
         if top >= len(self._n_obs):
             self._grow(max(top + 1, 2 * len(self._n_obs)))
-        K.hw_update(slots, values, self._mode, self._p1, self._p2, self._wc, self._alpha, self._beta,
-                    self._gamma, self._phi, float(self.err_decay), self._level,
-                    self._trend, self._s1, self._s2, self._n_obs, self._err, self._var)
+        self.learn_arrays(slots, values)
 
     def learn_arrays(self, slots: np.ndarray, values: np.ndarray) -> int:
         """The hot path: int64 slots (all < current capacity) and float64 values, no
         checks or copies. Returns rows skipped."""
         return K.hw_update(slots, values, self._mode, self._p1, self._p2, self._wc, self._alpha,
                            self._beta, self._gamma, self._phi, float(self.err_decay),
-                           self._level, self._trend, self._s1, self._s2, self._n_obs,
-                           self._err, self._var)
+                           self._hz, self._psum, self._level, self._trend, self._s1,
+                           self._s2, self._n_obs, self._err, self._var, self._r2, self._r3)
 
     def predict(self, query: dict) -> dict[str, np.ndarray]:
         h = int(query["h"])
@@ -129,14 +140,15 @@ class HoltWinters(Model):
         q = np.empty((n, len(Z), h))
         best = np.empty(n, np.int64)
         K.hw_forecast(slots, h, self._mode, self._p1, self._p2, self._wc, self._alpha, self._beta,
-                      self._gamma, self._phi, self._level, self._trend, self._s1, self._s2,
+                      self._gamma, self._phi, self._hz, self._level, self._trend, self._s1, self._s2,
                       self._n_obs, self._err, self._var, Z, mean, q, best)
         return {"mean": mean, "p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2], "set": best}
 
     def state(self) -> dict[str, np.ndarray]:
         return {"level": self._level.copy(), "trend": self._trend.copy(),
                 "s1": self._s1.copy(), "s2": self._s2.copy(), "n_obs": self._n_obs.copy(),
-                "err": self._err.copy(), "var": self._var.copy()}
+                "err": self._err.copy(), "var": self._var.copy(), "r2": self._r2.copy(),
+                "r3": self._r3.copy()}
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
         n = len(state["n_obs"])
