@@ -100,6 +100,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "beta": Key(float, 0.05, "trend smoothing", _range(0, 1)),
         "phi": Key(float, 0.98, "trend damping", _range(0, 1)),
         "history": Key(int, 360, "closed buckets kept per service", _range(8, 1 << 16)),
+        "seasonal_bucket_s": Key(float, 300.0, "Holt-Winters observation width (a multiple "
+                                 "of bucket_s); daily and weekly seasons in these",
+                                 _range(1, 86400)),
+        "weekly": Key(bool, True, "Holt-Winters weekly season besides the daily one"),
         "arima_p": Key(int, 4, "online ARIMA: autoregressive order", _range(0, 32)),
         "arima_d": Key(int, 1, "online ARIMA: differencing order", _range(0, 2)),
         "arima_q": Key(int, 2, "online ARIMA: moving-average order (as extra AR lags)",
@@ -219,6 +223,12 @@ def validate(doc: dict[str, Any] | None = None) -> Config:
     if p.min_replicas > p.max_replicas:
         raise ConfigError("policy.min_replicas", f"{p.min_replicas} exceeds max_replicas "
                           f"{p.max_replicas}", "lower min_replicas or raise max_replicas")
+    m = out.model
+    ratio = m.seasonal_bucket_s / m.bucket_s
+    if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1 or 86400 % m.seasonal_bucket_s:
+        raise ConfigError("model.seasonal_bucket_s", f"{m.seasonal_bucket_s} must be a "
+                          f"multiple of model.bucket_s ({m.bucket_s}) that divides a day",
+                          "for example 60, 300 or 900")
     if out.ingest.durable_endpoint and not out.journal.enabled:
         raise ConfigError("ingest.durable_endpoint", "needs the journal (acknowledgements "
                           "mean 'journaled')", "set journal.enabled = true or "

@@ -9,9 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import policy, wire
+from .errors import BAEError
 from .kernels import rates
 from .kernels import users as user_kernels
+from .models.anomaly import AnomalyDetector
 from .models.arima import OnlineARIMA
+from .models.holt_winters import HoltWinters
 from .slots import EMPTY
 from .state import CHUNK_SHIFT, Segments, Services, Users
 
@@ -35,7 +38,16 @@ class Engine:
         self.names_saved = 0  # NAME chunks written by earlier checkpoints
         self.evicted = 0
         self._user_by_name: dict[str, int] = {}
-        self.forecasters = {"arima": OnlineARIMA(64, p=m.arima_p, d=m.arima_d, q=m.arima_q)}
+        self.per_seasonal = int(round(m.seasonal_bucket_s / m.bucket_s))
+        day = int(86400 // m.seasonal_bucket_s)
+        # per-service models, all fed from the closed rate buckets; saved with the state
+        self.models = {
+            "arima": OnlineARIMA(8, p=m.arima_p, d=m.arima_d, q=m.arima_q),
+            "holt_winters": HoltWinters(bucket_s=m.seasonal_bucket_s,
+                                        periods=(day, 7 * day if m.weekly else 0),
+                                        n_series=8),
+            "anomaly": AnomalyDetector(season=0),
+        }
         self.campaigns = np.zeros(0, wire.CONTEXT)
         self.accepted = {t: 0 for t in wire.INPUT_TYPES}
         self.late_dropped = 0
@@ -143,7 +155,7 @@ class Engine:
             return np.zeros(0, wire.ALLOCATION)
         rates.close_all(n, until, svcs.ring_ids, svcs.ring_counts, svcs.closed, svcs.level,
                         svcs.trend, svcs.n_obs, svcs.hist, m.alpha, m.beta, m.phi, m.bucket_s)
-        self._feed_forecasters(n)
+        self._feed_models(n)
         lead = max(1, int(round(p.lead_time_s / m.bucket_s)))
         base = np.empty(n)
         rates.forecast(svcs.level[:n], svcs.trend[:n], m.phi, lead, base)
@@ -177,15 +189,31 @@ class Engine:
             svcs.published[changed] = decision.desired[changed]
         return out
 
-    def _feed_forecasters(self, n: int) -> None:
-        """Hand the buckets closed since the last tick to every per-service forecaster."""
-        svcs = self.services
+    def _feed_models(self, n: int) -> None:
+        """Hand the buckets closed since the last tick to the per-service models: every
+        bucket to ARIMA and the anomaly detector, averages of ``seasonal_bucket_s`` to
+        Holt-Winters."""
+        svcs, models = self.services, self.models
         slots, values = rates.closed_since(svcs.fed[:n], svcs.n_obs[:n], svcs.hist)
         svcs.fed[:n] = svcs.n_obs[:n]
-        for f in self.forecasters.values():
-            f.grow(svcs.slots.capacity)
-            if len(slots):
-                f.learn({"slot": slots, "value": values})
+        if len(slots) == 0:
+            return
+        batch = {"slot": slots, "value": values}
+        models["arima"].learn(batch)
+        models["anomaly"].learn(batch)
+        hs, hv = [], []
+        per = self.per_seasonal
+        for s, v in zip(slots.tolist(), values.tolist()):
+            svcs.agg_sum[s] += v
+            svcs.agg_n[s] += 1
+            if svcs.agg_n[s] == per:
+                hs.append(s)
+                hv.append(svcs.agg_sum[s] / per)
+                svcs.agg_sum[s] = 0.0
+                svcs.agg_n[s] = 0
+        if hs:
+            models["holt_winters"].learn({"slot": np.array(hs, np.int64),
+                                          "value": np.array(hv)})
 
     def user_profile(self, key: str) -> dict | None:
         """One user's state, by numeric id or registered name; None if unknown."""
@@ -214,20 +242,24 @@ class Engine:
         }
 
     def service_forecast(self, slot: int, horizon: int) -> dict:
-        """Forecasts of one service's request rate, ``horizon`` buckets ahead, by model:
-        mean and p50/p90/p99 per step (the smoother has no quantiles)."""
+        """Forecasts of one service's request rate over the next ``horizon`` buckets, by
+        model, each in its own step width (``bucket_s``): mean and p50/p90/p99 per step
+        (the smoother has no quantiles)."""
         s, m = self.services, self.cfg.model
-        out = {}
         holt = np.empty(1)
         steps = []
         for h in range(1, horizon + 1):
             rates.forecast(s.level[slot:slot + 1], s.trend[slot:slot + 1], m.phi, h, holt)
             steps.append(float(holt[0]))
-        out["holt"] = {"mean": steps}
-        for name, f in self.forecasters.items():
-            got = f.predict({"h": horizon, "slots": np.array([slot])})
-            out[name] = {k: [None if not np.isfinite(x) else max(0.0, float(x)) for x in v[0]]
-                         for k, v in got.items()}
+        out = {"holt": {"bucket_s": m.bucket_s, "mean": steps}}
+        q = np.array([slot])
+        widths = {"arima": (m.bucket_s, horizon), "holt_winters": (
+            m.seasonal_bucket_s, max(1, -(-horizon // self.per_seasonal)))}
+        for name, (width, h) in widths.items():
+            got = self.models[name].predict({"h": h, "slots": q})
+            out[name] = {"bucket_s": width, **{
+                k: [None if not np.isfinite(x) else max(0.0, float(x)) for x in got[k][0]]
+                for k in ("mean", "p50", "p90", "p99")}}
         return out
 
     def campaign_multipliers(self, now_us: int) -> np.ndarray:
@@ -260,9 +292,9 @@ class Engine:
         yield from self.segments.parts("segments", dirty_only=False)
         yield from self.services.parts("services", dirty_only=False)
         yield "campaigns", self.campaigns.copy()
-        for name, f in self.forecasters.items():
-            for k, v in f.state().items():
-                yield f"forecaster.{name}.{k}", v
+        for name, model in self.models.items():
+            for k, v in model.state().items():
+                yield f"model.{name}.{k}", v
         pending = self.unsaved_names
         self.unsaved_names = []
         if full:  # one chunk with every name, replacing the earlier ones
@@ -287,14 +319,15 @@ class Engine:
         self.segments.load("segments", arrays)
         self.services.load("services", arrays)
         self.campaigns = arrays["campaigns"].astype(wire.CONTEXT)
-        for name, f in self.forecasters.items():
+        for name, model in self.models.items():
             got = {k.rsplit(".", 1)[1]: v for k, v in arrays.items()
-                   if k.startswith(f"forecaster.{name}.")}
+                   if k.startswith(f"model.{name}.")}
             if got:
-                f.grow(len(next(iter(got.values()))))
                 try:
-                    f.restore(got)
-                except (ValueError, KeyError):  # saved under other model settings
+                    if name == "arima":
+                        model.grow(len(got["n"]))
+                    model.restore(got)
+                except (ValueError, KeyError, BAEError):  # saved under other settings
                     pass
         self.accepted.update({wire.MsgType[k]: n for k, n in meta["accepted"].items()})
         self.late_dropped = meta["late_dropped"]
@@ -370,6 +403,10 @@ class Engine:
             "capacity_learned": learned > 0, "desired_replicas": int(s.desired[slot]),
             "published_replicas": int(s.published[slot]),
             "recent_rates_rps": self.rate_history(slot)[-12:].tolist(),
+            "anomaly_score": float(self.models["anomaly"].predict(
+                {"slots": np.array([slot])})["score"][0]),
+            "anomalous": bool(self.models["anomaly"].predict(
+                {"slots": np.array([slot])})["flag"][0]),
         }
 
     def stats(self) -> dict:

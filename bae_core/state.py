@@ -186,7 +186,9 @@ class Services(Columns):
         "cpu": (np.float64, 0.0, ()), "learned_rps_per_replica": (np.float64, 0.0, ()),
         "desired": (np.int64, 0, ()), "published": (np.int64, -1, ()),
         "down_since_us": (np.int64, -1, ()), "down_max": (np.int64, 0, ()),
-        "fed": (np.int64, 0, ()),  # closed buckets already handed to the forecasters
+        "fed": (np.int64, 0, ()),  # closed buckets already handed to the models
+        "agg_sum": (np.float64, 0.0, ()),  # closed buckets summed towards one seasonal step
+        "agg_n": (np.int64, 0, ()),
     }
 
     def __init__(self, ring: int, history: int, capacity: int = 64):

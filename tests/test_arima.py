@@ -68,8 +68,10 @@ def test_many_series_are_independent_and_nan_is_skipped():
     before = both.state()
     both.learn({"slot": np.array([0, 1]), "value": np.array([np.nan, np.inf])})
     assert all(np.array_equal(before[k], v) for k, v in both.state().items())
+    both.learn({"slot": np.array([5]), "value": np.array([1.0])})  # grows on demand
+    assert both.n_series >= 6 and both.n[5] == 1
     with pytest.raises(IndexError):
-        both.learn({"slot": np.array([2]), "value": np.array([1.0])})
+        both.learn({"slot": np.array([-1]), "value": np.array([1.0])})
 
 
 def test_no_data_forecasts_nan_and_short_history_repeats_the_last_value():

@@ -359,6 +359,11 @@ def test_user_profile_and_service_forecast_routes(start_daemon):
     assert len(f["models"]["holt"]["mean"]) == 6
     arima = f["models"]["arima"]
     assert len(arima["p90"]) == 6 and all(p >= m for p, m in zip(arima["p90"], arima["mean"]))
+    hw = f["models"]["holt_winters"]  # its own, coarser step: not warmed up yet
+    assert hw["bucket_s"] == daemon.doc["model"].get("seasonal_bucket_s", 300)
+    assert len(hw["mean"]) >= 1
+    svc = daemon.get("/v1/services/web")
+    assert 0.0 <= svc["anomaly_score"] <= 1.0 and svc["anomalous"] in (True, False)
     for bad, code in (("/v1/users/nobody", 404), ("/v1/services/nope/forecast", 404),
                       ("/v1/services/web/forecast?horizon=x", 400)):
         with pytest.raises(urllib.error.HTTPError) as e:

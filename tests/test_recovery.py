@@ -184,7 +184,7 @@ def test_newer_schema_is_refused_and_not_overwritten(start_daemon, tmp_path):
     assert d.stop() == 0
     import lmdb
 
-    env = lmdb.open(str(d.data_dir / "lmdb"), max_dbs=4)
+    env = lmdb.open(str(d.data_dir / "lmdb"), max_dbs=4, map_size=1 << 30)
     with env.begin(write=True, db=env.open_db(b"meta")) as txn:
         txn.put(b"schema", b"bae-state/9")
     env.close()
@@ -208,7 +208,7 @@ def test_read_only_folder_is_refused(tmp_path):
 def test_full_disk_keeps_serving_from_memory_and_recovers(start_daemon, tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
                        capture_output=True, text=True)
     assert r.returncode == 0, f"cannot mount a small tmpfs (run the tests as root): {r.stderr}"
     try:

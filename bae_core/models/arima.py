@@ -46,8 +46,10 @@ class OnlineARIMA(Model):
 
     def learn(self, batch: dict[str, np.ndarray]) -> None:
         slots = np.ascontiguousarray(batch["slot"], np.int64)
-        if len(slots) and (slots.min() < 0 or slots.max() >= self.n_series):
-            raise IndexError(f"slots must lie in [0, {self.n_series})")
+        if len(slots) and slots.min() < 0:
+            raise IndexError("slots must be >= 0")
+        if len(slots) and slots.max() >= self.n_series:
+            self.grow(max(int(slots.max()) + 1, 2 * self.n_series))
         k.learn(slots, np.ascontiguousarray(batch["value"], np.float64), self.m, self.d,
                 self.lr, self.eps, self.gamma, self.ainv, self.hist, self.n, self.scale,
                 self.err)
