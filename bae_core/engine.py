@@ -39,7 +39,7 @@ class Engine:
         self.evicted = 0
         self._user_by_name: dict[str, int] = {}
         self.per_seasonal = int(round(m.seasonal_bucket_s / m.bucket_s))
-        day = int(86400 // m.seasonal_bucket_s)
+        day = max(1, int(round(86400 / m.seasonal_bucket_s)))
         # per-service models, all fed from the closed rate buckets; saved with the state
         self.models = {
             "arima": OnlineARIMA(8, p=m.arima_p, d=m.arima_d, q=m.arima_q),

@@ -43,7 +43,7 @@ def _demo_config(d: Path, speed: float, http: str) -> Path:
     host, port = http.rsplit(":", 1)
     if port == "0":
         http = f"{host}:{_free_port()}"
-    bucket = max(0.05, 10.0 * 60.0 / speed)
+    bucket = round(max(0.05, 10.0 * 60.0 / speed), 3)
     cfg = f"""
 [ingest]
 endpoint = "ipc://{d}/ingest"
@@ -56,6 +56,7 @@ heartbeat_s = 0.5
 listen = "{http}"
 [model]
 bucket_s = {bucket:.3f}
+seasonal_bucket_s = {bucket * 30:.3f}
 [policy]
 tick_s = 0.25
 rps_per_replica = 20.0

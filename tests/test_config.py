@@ -216,3 +216,14 @@ def test_config_error_message_shape():
 def test_hostname_that_looks_like_loopback_is_refused():
     e = err({"ingest": {"subscribe": ["tcp://127.attacker.example:5555"]}})
     assert e.key == "ingest.subscribe"
+
+
+@pytest.mark.parametrize("speed", [1.0, 600.0, 900.0, 6000.0, 20000.0])
+def test_demo_config_is_valid_at_any_speed(tmp_path, speed):
+    import tomllib
+
+    from daemon.demo import _demo_config
+
+    cfg = config.validate(tomllib.loads(_demo_config(tmp_path, speed, "127.0.0.1:0")
+                                        .read_text()))
+    assert cfg.model.seasonal_bucket_s == pytest.approx(30 * cfg.model.bucket_s)
