@@ -284,6 +284,34 @@ class Engine:
         if len(self.campaigns):
             self.campaigns = self.campaigns[self.campaigns["end_us"] > now_us]
 
+    @classmethod
+    def warm_up(cls, cfg, now_us: int) -> None:
+        """Run every kernel once on a throwaway engine, so numba compiles (or loads from
+        its cache) before the daemon serves, not on the first events."""
+        e = cls(cfg)
+        for mtype, dt in wire.DTYPES.items():
+            if mtype not in wire.INPUT_TYPES:
+                continue
+            r = np.zeros(4, dt)
+            if "ts_us" in dt.names:
+                r["ts_us"] = now_us
+            if mtype == wire.MsgType.CONTEXT:
+                r["end_us"] = now_us + 1
+                r["multiplier"] = 1.0
+            if mtype == wire.MsgType.NAME:
+                r = wire.make_names(wire.NameKind.SERVICE, [1, 2], ["a", "b"])
+            wire.validate(mtype, r, now_us, 1, 1)
+            e.apply(mtype, r, now_us)
+        step = int(cfg.model.seasonal_bucket_s * 1e6)
+        r = np.zeros(1, wire.REQUEST)
+        for k in range(1, 4):  # enough closed buckets for every per-service model to learn
+            r["ts_us"] = now_us + k * step
+            e.apply(wire.MsgType.REQUEST, r, now_us + k * step)
+            e.tick(now_us + (k + 1) * step)
+        e.service_forecast(0, 2)
+        e.evict(now_us + 10 * step, 1)
+        e.state()
+
     # ---- checkpoints --------------------------------------------------------------
     def state_parts(self, full: bool = False):
         """Yield (key, array copy) pieces of the state, user rows in chunks and only the

@@ -134,7 +134,7 @@ def demo(trace: str, *, speed: float = 900.0, http: str = "127.0.0.1:0") -> int:
             stats: dict = {}
             last_stats, ended = 0.0, None
             with Live(console=console, refresh_per_second=4) as live:
-                while ended is None or time.monotonic() - ended < 2.0:
+                while not _finished(ended, stats, progress):
                     if ended is None and not th.is_alive():
                         ended = time.monotonic()  # a last look at the final deltas
                     for _hdr, recs in sub.poll(0.25):
@@ -144,7 +144,7 @@ def demo(trace: str, *, speed: float = 900.0, http: str = "127.0.0.1:0") -> int:
                             sid = int(r["service"])
                             n = changes.get(sid, (0, 0))[1]
                             changes[sid] = (int(r["previous_replicas"]), n + 1)
-                    if time.monotonic() - last_stats > 1.0:
+                    if time.monotonic() - last_stats > (0.25 if ended else 1.0):
                         stats = _get_json(http_url + "/v1/stats") or stats
                         last_stats = time.monotonic()
                     live.update(_table(sub, changes, progress, stats))
@@ -160,6 +160,15 @@ def demo(trace: str, *, speed: float = 900.0, http: str = "127.0.0.1:0") -> int:
         console.print(f"daemon stopped cleanly (exit {rc})" if rc == 0 else
                       f"[red]daemon exited with {rc}")
         return 0 if rc == 0 else 1
+
+
+def _finished(ended: float | None, stats: dict, progress: dict) -> bool:
+    """The replay ended 2 s ago and the daemon has taken every event (or 30 s passed)."""
+    if ended is None:
+        return False
+    waited = time.monotonic() - ended
+    caught_up = stats.get("events_accepted", 0) >= progress["sent"]
+    return waited >= 30.0 or (waited >= 2.0 and caught_up)
 
 
 def _get_json(url: str):

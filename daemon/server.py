@@ -160,6 +160,9 @@ class Daemon:
 
     async def run(self) -> None:
         cfg = self.cfg
+        t0 = time.monotonic()
+        Engine.warm_up(cfg, now_us())
+        log.info("kernels ready", extra={"seconds": round(time.monotonic() - t0, 3)})
         self._open_state()
         self.ctx = zmq.asyncio.Context()
         self._auth = self._start_auth()

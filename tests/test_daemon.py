@@ -264,8 +264,10 @@ def test_curve_encryption_and_client_authentication(start_daemon, tmp_path):
                what="curve events")
     with DeltaSubscriber(d.publish, d.snapshot, server_public_key=server_pub,
                          client_cert=str(keys / "balancer.key_secret")) as sub:
-        sub.poll(0.3)
-        assert "web" in sub.state.replicas()
+        deadline = time.monotonic() + 10  # the first allocation follows a closed bucket
+        while "web" not in sub.state.replicas() and time.monotonic() < deadline:
+            sub.poll(0.2)
+        assert "web" in sub.state.replicas() and sub.resyncs >= 1
 
 
 def test_replay_cli_sends_the_nasa_log(daemon):
