@@ -1,5 +1,6 @@
-"""The engine: columnar state for users and services, fed by decoded record arrays, and
-the first model path (per-service request-rate smoothing -> capacity rule -> deltas).
+"""The engine: columnar state for users, segments and services, fed by decoded record
+arrays; per-service request-rate buckets feeding a Holt smoother (which drives the capacity
+rule and the deltas) and the online models (ARIMA, Holt-Winters, anomaly detector).
 
 Pure logic: callers pass ``now_us``; nothing here reads clocks, sockets or files.
 """
@@ -51,7 +52,6 @@ class Engine:
         self.campaigns = np.zeros(0, wire.CONTEXT)
         self.accepted = {t: 0 for t in wire.INPUT_TYPES}
         self.late_dropped = 0
-        self.last_tick_us = 0
 
     # ---- ingest -------------------------------------------------------------------
     def apply(self, mtype: wire.MsgType, recs: np.ndarray, now_us: int) -> None:
@@ -148,7 +148,6 @@ class Engine:
         whose allocation passed hysteresis (the caller publishes them)."""
         svcs, m, p = self.services, self.cfg.model, self.cfg.policy
         n = svcs.rows
-        self.last_tick_us = now_us
         self._drop_expired_campaigns(now_us)
         until = now_us // self.bucket_us - m.late_buckets - 1
         if n == 0:
