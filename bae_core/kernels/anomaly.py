@@ -14,6 +14,13 @@ Two detectors of different families, then one combined score:
 (b) windowed robust z-test: median and MAD of the previous ``window`` values,
     ``zb = |x - median| / (1.4826 * MAD)`` (a level shift or spike against recent history).
 
+(c) spectral residual (Ren et al. 2019): on the last ``sr_window - 5`` values plus 5
+    extrapolated ones, the log amplitude spectrum minus its local (3-bin) average is
+    inverted (radix-2 FFT) into a saliency map; ``zc = max(0, (S - mean) / mean)`` compares
+    the latest value's saliency with the mean of the 21 before it. ``zc`` gets its own raw
+    surprise ``zc^2 / (zc^2 + sr_z0^2)`` and anomaly likelihood (same machinery as below),
+    joined to the score by max with weights ``sr_lik_w`` / ``sr_sq_w``.
+
 Combined: ``z = max(za, zb)``, raw surprise ``q = z^2 / (z^2 + z0^2)`` in [0, 1). Its
 "anomaly likelihood" (Numenta): the upper-tail probability of the short EW mean of ``q``
 under a Gaussian fitted to the long EW mean/variance of ``q`` (sd floored at ``sd_floor``),
@@ -35,13 +42,17 @@ from numba import njit
 from . import JIT
 
 # state columns of st[s, :]
-LEVEL, MAD, ZMEAN, ZVAR, ZSHORT, HOLD, ABSMEAN, SLOW, SPREAD, PEAK = range(10)
-N_COLS = 10
+LEVEL, MAD, ZMEAN, ZVAR, ZSHORT, HOLD, ABSMEAN, SLOW, SPREAD, PEAK, SRMEAN, SRVAR, SRSHORT = range(13)
+N_COLS = 13
 
 # cfg indices
 (C_ALPHA, C_SEASON, C_SEAS_W, C_MAD_BETA, C_CLIP, C_WINDOW, C_GRACE, C_Z0, C_LONG,
- C_SHORT, C_THRESHOLD, C_HOLDOFF, C_LIK_W, C_FLOOR, C_L0, C_SD_FLOOR, C_SQ_W) = range(17)
-N_CFG = 17
+ C_SHORT, C_THRESHOLD, C_HOLDOFF, C_LIK_W, C_FLOOR, C_L0, C_SD_FLOOR, C_SQ_W,
+ C_SR_W, C_SR_Z0, C_SR_LIK_W, C_SR_SQ_W) = range(21)
+N_CFG = 21
+SR_EXT = 5     # estimated future points appended to the spectral-residual window
+SR_Q = 3       # width of the log-amplitude average filter
+SR_Z = 21      # width of the saliency average the latest point is compared with
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -71,6 +82,91 @@ def _window_z(s, x, nn, ring, window, scratch, floor):
 
 
 @njit(**JIT)
+def _fft(re, im, rev, cw, sw, inverse):
+    """In-place radix-2 FFT of length n = re.shape[0] (a power of two); ``rev`` is the
+    bit-reversal permutation, ``cw``/``sw`` the n/2 twiddles cos/sin(2 pi k / n)."""
+    n = re.shape[0]
+    for i in range(n):
+        j = rev[i]
+        if j > i:
+            t = re[i]
+            re[i] = re[j]
+            re[j] = t
+            t = im[i]
+            im[i] = im[j]
+            im[j] = t
+    sgn = 1.0 if inverse else -1.0
+    size = 2
+    while size <= n:
+        half = size // 2
+        step = n // size
+        for start in range(0, n, size):
+            for k in range(half):
+                c = cw[k * step]
+                sn = sgn * sw[k * step]
+                a = start + k
+                b = a + half
+                tr = re[b] * c - im[b] * sn
+                ti = re[b] * sn + im[b] * c
+                re[b] = re[a] - tr
+                im[b] = im[a] - ti
+                re[a] += tr
+                im[a] += ti
+        size *= 2
+
+
+@njit(**JIT)
+def _sr_score(s, nn, ring, nw, re, im, amp, lg, rev, cw, sw):
+    """Spectral residual (Ren et al. 2019) saliency of the latest value of slot s (the one
+    at ``nn - 1``), relative to the mean saliency of the ones before it: ``(S - mean) /
+    mean``. The window is the last ``nw - SR_EXT`` values plus SR_EXT extrapolated ones."""
+    r = ring.shape[1]
+    m = nw - SR_EXT
+    if nn < m:
+        return 0.0
+    for j in range(m):
+        re[j] = ring[s, (nn - m + j) % r]
+        im[j] = 0.0
+    last = re[m - 1]
+    g = 0.0
+    for i in range(1, SR_EXT + 1):
+        g += (last - re[m - 1 - i]) / i
+    g /= SR_EXT
+    est = re[m - SR_EXT] + g * SR_EXT
+    for j in range(m, nw):
+        re[j] = est
+        im[j] = 0.0
+    _fft(re, im, rev, cw, sw, False)
+    for j in range(nw):
+        a = math.sqrt(re[j] * re[j] + im[j] * im[j])
+        amp[j] = a
+        lg[j] = math.log(a + 1e-8)
+    for j in range(nw):
+        acc = 0.0
+        cnt = 0
+        for q in range(max(0, j - SR_Q + 1), j + 1):
+            acc += lg[q]
+            cnt += 1
+        res = lg[j] - acc / cnt
+        e = math.exp(res)
+        if amp[j] > 1e-12:
+            re[j] = re[j] / amp[j] * e
+            im[j] = im[j] / amp[j] * e
+        else:
+            re[j] = 0.0
+            im[j] = 0.0
+    _fft(re, im, rev, cw, sw, True)
+    for j in range(m):
+        amp[j] = math.sqrt(re[j] * re[j] + im[j] * im[j]) / nw
+    zz = min(SR_Z, m - 1)
+    acc = 0.0
+    for j in range(m - 1 - zz, m - 1):
+        acc += amp[j]
+    mean = acc / zz
+    return (amp[m - 1] - mean) / (mean + 1e-12)
+
+
+@njit(**JIT)
 def score_rows(slot, value, st, n, ring, cfg, out_score, out_flag):
     """Learn each row (slot, value) in order and write its score and flag.
 
@@ -94,8 +190,32 @@ def score_rows(slot, value, st, n, ring, cfg, out_score, out_flag):
     sd_floor = cfg[C_SD_FLOOR]
     sq_w = cfg[C_SQ_W]
     z0sq = z0 * z0
+    sr_w = int(cfg[C_SR_W])
+    sr_z0sq = cfg[C_SR_Z0] * cfg[C_SR_Z0]
+    sr_lik_w = cfg[C_SR_LIK_W]
+    sr_sq_w = cfg[C_SR_SQ_W]
     r = ring.shape[1]
     scratch = np.empty(max(window, 1))
+    nw = max(sr_w, 2)
+    sre = np.empty(nw)
+    sim = np.empty(nw)
+    samp = np.empty(nw)
+    slg = np.empty(nw)
+    rev = np.zeros(nw, np.int64)
+    bits = 0
+    while (1 << bits) < nw:
+        bits += 1
+    for i in range(nw):
+        b = 0
+        for k in range(bits):
+            if i & (1 << k):
+                b |= 1 << (bits - 1 - k)
+        rev[i] = b
+    cw = np.empty(nw // 2)
+    sw = np.empty(nw // 2)
+    for k in range(nw // 2):
+        cw[k] = math.cos(2.0 * math.pi * k / nw)
+        sw[k] = math.sin(2.0 * math.pi * k / nw)
     skipped = 0
     for i in range(slot.shape[0]):
         s = slot[i]
@@ -117,6 +237,9 @@ def score_rows(slot, value, st, n, ring, cfg, out_score, out_flag):
             st[s, PEAK] = 0.0
             st[s, SLOW] = x
             st[s, SPREAD] = 0.0
+            st[s, SRMEAN] = 0.0
+            st[s, SRVAR] = 1.0
+            st[s, SRSHORT] = 0.0
             ring[s, 0] = x
             n[s] = 1
             continue
@@ -161,10 +284,29 @@ def score_rows(slot, value, st, n, ring, cfg, out_score, out_flag):
         st[s, SLOW] += 0.01 * (x - st[s, SLOW])
         ring[s, nn % r] = x
         n[s] = nn + 1
+        # (c) spectral residual saliency of x (now in the ring), its own likelihood
+        sq2 = 0.0
+        lik2 = 0.0
+        if sr_w >= 16:
+            zc = max(_sr_score(s, nn + 1, ring, nw, sre, sim, samp, slg, rev, cw, sw), 0.0)
+            z2c = zc * zc
+            sq2 = z2c / (z2c + sr_z0sq)
+            zm2 = st[s, SRMEAN]
+            zv2 = st[s, SRVAR]
+            zs2 = (1.0 - a_short) * st[s, SRSHORT] + a_short * sq2
+            if nn > 2:
+                t = (zs2 - zm2) / max(math.sqrt(zv2), sd_floor)
+                tail = 0.5 * math.erfc(t / _SQRT2)
+                ll = -math.log10(tail + 1e-300)
+                lik2 = ll / (ll + l0)
+            st[s, SRSHORT] = zs2
+            d = sq2 - zm2
+            st[s, SRMEAN] = zm2 + a_long * d
+            st[s, SRVAR] = (1.0 - a_long) * (zv2 + a_long * d * d)
         # combined score, grace period, hold-off
         if nn + 1 <= grace:
             continue
-        sc = max(sq_w * sq, lik_w * lik)
+        sc = max(max(sq_w * sq, lik_w * lik), max(sr_lik_w * lik2, sr_sq_w * sq2))
         # re-flag suppression: after a flag, ``holdoff`` rows score 0 (NAB counts only the
         # first detection in a window, and every later one outside it is a false positive)
         if st[s, HOLD] > 0.0:

@@ -29,13 +29,17 @@ class AnomalyDetector(Model):
     run statistic; ``likelihood_weight``: weight of the anomaly likelihood in the score,
     ``likelihood_scale``: -log10 tail mapped to 0.5, ``sd_floor``: least sd of the raw
     surprise; ``raw_weight``: weight of the raw surprise in the score;
-    ``holdoff``: rows silenced after a flag. Slots grow as needed; unset
+    ``holdoff``: rows silenced after a flag; ``sr_window`` (0 = off, else a power of two
+    >= 16): window of the spectral-residual detector, ``sr_z0``: its saliency ratio mapped
+    to 0.5, ``sr_likelihood_weight``/``sr_raw_weight``: weights of its likelihood and raw
+    surprise in the score. Slots grow as needed; unset
     parameters take ``DEFAULTS``."""
 
     DEFAULTS = dict(alpha=0.5, season=288, season_weight=0.0, mad_beta=0.01, clip=2.0,
                     window=128, grace_period=300, z0=6.0, long_alpha=0.005, short_alpha=0.3,
-                    likelihood_weight=1.0, likelihood_scale=5.0, threshold=0.3, holdoff=150,
-                    scale_floor=0.1, sd_floor=0.01, raw_weight=0.32)
+                    likelihood_weight=1.0, likelihood_scale=5.0, threshold=0.33, holdoff=150,
+                    scale_floor=0.1, sd_floor=0.01, raw_weight=0.345,
+                    sr_window=64, sr_z0=6.0, sr_likelihood_weight=0.95, sr_raw_weight=0.0)
 
     def __init__(self, **params):
         unknown = set(params) - set(self.DEFAULTS)
@@ -58,8 +62,13 @@ class AnomalyDetector(Model):
         cfg[K.C_HOLDOFF], cfg[K.C_LIK_W] = holdoff, likelihood_weight
         cfg[K.C_FLOOR], cfg[K.C_L0] = scale_floor, likelihood_scale
         cfg[K.C_SD_FLOOR], cfg[K.C_SQ_W] = p["sd_floor"], p["raw_weight"]
+        sr_window = int(p["sr_window"])
+        if sr_window and (sr_window < 16 or sr_window & (sr_window - 1)):
+            raise ValueError("sr_window must be 0 or a power of two >= 16")
+        cfg[K.C_SR_W], cfg[K.C_SR_Z0] = sr_window, p["sr_z0"]
+        cfg[K.C_SR_LIK_W], cfg[K.C_SR_SQ_W] = p["sr_likelihood_weight"], p["sr_raw_weight"]
         self._cfg = cfg
-        self._ring_len = max(int(window), int(season), 1) + 1
+        self._ring_len = max(int(window), int(season), sr_window, 1) + 1
         self._st = np.zeros((0, K.N_COLS))
         self._n = np.zeros(0, np.int64)
         self._ring = np.zeros((0, self._ring_len))
