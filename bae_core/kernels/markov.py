@@ -195,6 +195,24 @@ def _decay(ts, now, lam):
 
 
 @njit(**JIT)
+def _level(lv, k0, k1, k2, rowm, now, lam):
+    """Back-off level ``lv`` of a context: (row, decay, denominator, escape probability,
+    stored transitions); row -1 when the level has nothing to offer."""
+    r = k2 if lv == 2 else (k1 if lv == 1 else k0)
+    if r < 0 or rowm[r, ND] == 0.0:
+        return -1, 0.0, 1.0, 1.0, 0
+    m = np.int64(rowm[r, ND])
+    f = _decay(rowm[r, TS], now, lam)
+    if lv > 0:
+        denom = f * rowm[r, TOT] + m
+        return r, f, denom, (f * rowm[r, OTH] + m) / denom, m
+    denom = f * (rowm[r, TOT] - rowm[r, OTH])
+    if denom <= 0.0:
+        return -1, 0.0, 1.0, 1.0, 0
+    return r, f, denom, 0.0, m
+
+
+@njit(**JIT)
 def topk(q_seg, q_r1, q_r2, now, lam, min2, min1, rkeys, rvals, res, ce, rowm, acc,
          out_res, out_p):
     """Top ``out_res.shape[1]`` next resources (slots, -1 when fewer) and probabilities of
@@ -227,19 +245,9 @@ def _topk_range(lo, hi, q_seg, q_r1, q_r2, now, lam, min2, min1, rkeys, rvals, r
         nt = 0
         w = 1.0
         for lv in range(top, -1, -1):
-            r = k2 if lv == 2 else (k1 if lv == 1 else k0)
-            if r < 0 or rowm[r, ND] == 0.0:
+            r, f, denom, esc, m = _level(lv, k0, k1, k2, rowm, now, lam)
+            if r < 0:
                 continue
-            m = np.int64(rowm[r, ND])
-            f = _decay(rowm[r, TS], now, lam)
-            if lv > 0:
-                denom = f * rowm[r, TOT] + m
-                esc = (f * rowm[r, OTH] + m) / denom
-            else:
-                denom = f * (rowm[r, TOT] - rowm[r, OTH])
-                esc = 0.0
-                if denom <= 0.0:
-                    continue
             c = w * f / denom
             for j in range(m):
                 x = res[r, j]
@@ -283,19 +291,9 @@ def expected(q_seg, q_r1, q_r2, weight, now, lam, min2, min1, rkeys, rvals, res,
                                  rvals, rowm)
         w = weight[i]
         for lv in range(top, -1, -1):
-            r = k2 if lv == 2 else (k1 if lv == 1 else k0)
-            if r < 0 or rowm[r, ND] == 0.0:
+            r, f, denom, esc, m = _level(lv, k0, k1, k2, rowm, now, lam)
+            if r < 0:
                 continue
-            m = np.int64(rowm[r, ND])
-            f = _decay(rowm[r, TS], now, lam)
-            if lv > 0:
-                denom = f * rowm[r, TOT] + m
-                esc = (f * rowm[r, OTH] + m) / denom
-            else:
-                denom = f * (rowm[r, TOT] - rowm[r, OTH])
-                esc = 0.0
-                if denom <= 0.0:
-                    continue
             c = w * f / denom
             for j in range(m):
                 out_res[res[r, j]] += c * (ce[r, j, 0] - ce[r, j, 1])
