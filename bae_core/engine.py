@@ -158,7 +158,8 @@ class Engine:
         lead = max(1, int(round(p.lead_time_s / m.bucket_s)))
         base = np.empty(n)
         rates.forecast(svcs.level[:n], svcs.trend[:n], m.phi, lead, base)
-        mult = self.campaign_multipliers(now_us)
+        # campaigns starting within the lead time count now: capacity is ready at start
+        mult = self.campaign_multipliers(now_us, now_us + int(p.lead_time_s * 1e6))
         learned = svcs.learned_rps_per_replica[:n]
         per_replica = np.where(learned > 0, learned, p.rps_per_replica)
         ready = svcs.n_obs[:n] > 0
@@ -261,15 +262,16 @@ class Engine:
                 for k in ("mean", "p50", "p90", "p99")}}
         return out
 
-    def campaign_multipliers(self, now_us: int) -> np.ndarray:
-        """Per service slot, the largest multiplier among campaigns active at ``now_us``
-        that name the service or all services (1.0 when none)."""
+    def campaign_multipliers(self, now_us: int, until_us: int | None = None) -> np.ndarray:
+        """Per service slot, the largest multiplier among campaigns active at some time in
+        [``now_us``, ``until_us``] that name the service or all services (1.0 when none)."""
         n = self.services.rows
         mult = np.ones(n)
         c = self.campaigns
         if len(c) == 0 or n == 0:
             return mult
-        live = c[(c["start_us"] <= now_us) & (now_us < c["end_us"])]
+        until_us = now_us if until_us is None else until_us
+        live = c[(c["start_us"] <= until_us) & (now_us < c["end_us"])]
         for rec in live:
             if rec["service"] == wire.ALL:
                 np.maximum(mult, rec["multiplier"], out=mult)

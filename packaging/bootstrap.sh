@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Creates the virtual environment and installs BAE with its test tools; installs the
-# Debian packages the tests drive (systemd-analyze) when run as root and missing.
+# Debian packages the tests drive (systemd-analyze, haproxy) when run as root and missing.
 set -euo pipefail
 venv=${1:-.venv}
 need=()
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v haproxy >/dev/null || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

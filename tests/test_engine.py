@@ -645,16 +645,17 @@ def test_campaign_for_all_services_applies_inside_window():
     e, now = warm_engine(rate=10)
     for b in range(3):
         e.apply(MsgType.REQUEST, reqs(np.full(10, T0 + b * S), service=8), T0 + b * S)
-    start, end = now + S, now + 20 * S
+    start, end = now + 2 * S, now + 20 * S  # lead time is 1 s = S
     e.apply(MsgType.CONTEXT, context(start, end, 3.0), now)
     assert e.campaign_multipliers(start - 1).tolist() == [1.0, 1.0]
     assert e.campaign_multipliers(start).tolist() == [3.0, 3.0]
     assert e.campaign_multipliers(end - 1).tolist() == [3.0, 3.0]
     assert e.campaign_multipliers(end).tolist() == [1.0, 1.0]
+    assert e.campaign_multipliers(start - S, start).tolist() == [3.0, 3.0]  # look-ahead
     out = e.tick(now)
     assert out["desired_replicas"].tolist() == [1, 1]
     assert not (out["reasons"] & Reason.CAMPAIGN).any()
-    out = e.tick(start)
+    out = e.tick(start - S)  # one lead time before the start: capacity is ordered now
     assert sorted(out["service"].tolist()) == [7, 8]
     assert (out["reasons"] & Reason.CAMPAIGN).all() and (out["reasons"] & Reason.SCALE_UP).all()
     base = out["base_forecast"]
