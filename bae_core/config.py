@@ -108,6 +108,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "arima_d": Key(int, 1, "online ARIMA: differencing order", _range(0, 2)),
         "arima_q": Key(int, 2, "online ARIMA: moving-average order (as extra AR lags)",
                        _range(0, 32)),
+        "user_surge_k": Key(float, 6.0, "flag a user whose requests this hour pass their "
+                            "own forecast by this many Poisson deviations", _range(0, lo_open=True)),
+        "user_surge_min": Key(float, 60.0, "...and at least this many requests in the hour",
+                              _range(1)),
+        "user_surge_new": Key(float, 600.0, "requests in an hour that flag a user with no "
+                              "day of history yet", _range(1)),
     },
     "policy": {
         "tick_s": Key(float, 1.0, "how often allocations are recomputed", _range(0.01, 3600)),

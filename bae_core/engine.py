@@ -11,6 +11,7 @@ import numpy as np
 
 from . import policy, wire
 from .errors import BAEError
+from .kernels import holt_winters as hw_kernels
 from .kernels import rates
 from .kernels import users as user_kernels
 from .models.anomaly import AnomalyDetector
@@ -20,6 +21,8 @@ from .slots import EMPTY
 from .state import CHUNK_SHIFT, Segments, Services, Users
 
 MAX_CAMPAIGNS = 4096
+# the light per-user tier's smoothing (alpha, beta, gamma, phi) over hourly counts
+USER_RATE = (0.1, 0.01, 0.1, 0.98)
 
 
 class Engine:
@@ -52,6 +55,9 @@ class Engine:
         self.campaigns = np.zeros(0, wire.CONTEXT)
         self.accepted = {t: 0 for t in wire.INPUT_TYPES}
         self.late_dropped = 0
+        self.user_late = 0  # requests for a user's hour already closed (light tier)
+        self.user_surges = 0  # user-hours flagged as far above the user's own profile
+        self._users_closed_hour = 0
 
     # ---- ingest -------------------------------------------------------------------
     def apply(self, mtype: wire.MsgType, recs: np.ndarray, now_us: int) -> None:
@@ -76,6 +82,11 @@ class Engine:
         ts = r["ts_us"]
         u = users.assign(r["user"])
         user_kernels.touch(u, ts, users.last_seen_us, users.hourly, users.dirty, CHUNK_SHIFT)
+        late, surged = hw_kernels.user_rate_update(
+            u, ts, users.rate, *USER_RATE, m.user_surge_k, m.user_surge_min,
+            m.user_surge_new, 24)
+        self.user_late += late
+        self.user_surges += surged
         if users.recent is not None:
             users.recent.push_batch(u, ts / 1e6)
         s = svcs.assign(r["service"])
@@ -149,6 +160,10 @@ class Engine:
         svcs, m, p = self.services, self.cfg.model, self.cfg.policy
         n = svcs.rows
         self._drop_expired_campaigns(now_us)
+        hour = now_us // hw_kernels.HOUR_US
+        if hour > self._users_closed_hour:  # silent users' hours close as zero, hourly
+            hw_kernels.user_rate_close(now_us, self.users.rate, *USER_RATE)
+            self._users_closed_hour = hour
         until = now_us // self.bucket_us - m.late_buckets - 1
         if n == 0:
             return np.zeros(0, wire.ALLOCATION)
@@ -215,7 +230,14 @@ class Engine:
             models["holt_winters"].learn({"slot": np.array(hs, np.int64),
                                           "value": np.array(hv)})
 
-    def user_profile(self, key: str) -> dict | None:
+    def _user_forecast(self, slot: int, now_us: int) -> list[float]:
+        """Expected requests of one user in the hour now and the 23 after it."""
+        out = np.zeros((1, 24), np.float32)
+        hw_kernels.user_rate_forecast(np.array([slot], np.int64), now_us, self.users.rate,
+                                      USER_RATE[3], out)
+        return [round(float(x), 3) for x in out[0]]
+
+    def user_profile(self, key: str, now_us: int) -> dict | None:
         """One user's state, by numeric id or registered name; None if unknown."""
         users = self.users
         uid = self._user_by_name.get(key)
@@ -237,6 +259,10 @@ class Engine:
             "hourly_requests_utc": hourly.tolist(),
             "peak_hours_utc": [int(h) for h in np.argsort(-hourly, kind="stable")[:3]
                                if hourly[h] > 0],
+            "forecast_requests_next_24h": self._user_forecast(slot, now_us),
+            "surges": int(users.rate[slot, hw_kernels.R_SURGES]),
+            "surging": bool(users.rate[slot, hw_kernels.R_SURGE_HOUR]
+                            == now_us // hw_kernels.HOUR_US),
             "recent_request_times_s": recent.tolist(),
             "recent_rate_per_min": (len(recent) - 1) / span * 60 if span > 0 else None,
         }
@@ -335,6 +361,7 @@ class Engine:
             self.names_saved += 1
         yield "meta", {"accepted": {t.name: n for t, n in self.accepted.items()},
                        "late_dropped": self.late_dropped, "evicted": self.evicted,
+                       "user_late": self.user_late, "user_surges": self.user_surges,
                        "names_saved": self.names_saved}
 
     def state(self, full: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
@@ -360,6 +387,8 @@ class Engine:
                     pass
         self.accepted.update({wire.MsgType[k]: n for k, n in meta["accepted"].items()})
         self.late_dropped = meta["late_dropped"]
+        self.user_late = meta.get("user_late", 0)
+        self.user_surges = meta.get("user_surges", 0)
         self.evicted = meta.get("evicted", 0)
         self.names_saved = meta.get("names_saved", 0)
         for i in range(self.names_saved):
@@ -441,5 +470,6 @@ class Engine:
     def stats(self) -> dict:
         return {"users": len(self.users), "services": len(self.services),
                 "segments": len(self.segments), "users_evicted": self.evicted,
-                "late_dropped": self.late_dropped,
+                "late_dropped": self.late_dropped, "user_surges": self.user_surges,
+                "user_late_dropped": self.user_late,
                 "active_campaigns": len(self.campaigns)}

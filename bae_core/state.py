@@ -12,6 +12,7 @@ import numpy as np
 from ext.ringbuf import RingBuffer
 
 from .kernels.hashmap import cached_slots
+from .kernels.holt_winters import RATE_FILL, R_WIDTH
 from .slots import EMPTY, SlotMap
 
 CHUNK_SHIFT = 14
@@ -24,7 +25,9 @@ CACHE = 1 << 12  # direct-mapped service id cache entries
 
 def _full(shape, fill, dtype) -> np.ndarray:
     """Like np.full, but zero fills come from calloc: pages are only touched when used."""
-    return np.zeros(shape, dtype) if fill == 0 else np.full(shape, fill, dtype)
+    if np.isscalar(fill) and fill == 0:
+        return np.zeros(shape, dtype)
+    return np.full(shape, fill, dtype)
 
 
 def _grow(a: np.ndarray, n: int, fill) -> np.ndarray:
@@ -123,11 +126,12 @@ class Columns:
 
 class Users(Columns):
     """Per-user state: last seen, segment, SLA tier, hour-of-day request counts (their sum
-    is the user's request count), and (when ``recent`` > 0) a Cython ring of the times
+    is the user's request count), the light Holt-Winters tier (``rate``, see ``kernels.holt_winters``), and (when ``recent`` > 0) a Cython ring of the times
     (Unix seconds) of the user's latest requests."""
 
     FIELDS = {"last_seen_us": (np.int64, 0, ()), "segment": (np.uint32, 0, ()),
-              "tier": (np.uint8, 0, ()), "hourly": (np.float32, 0.0, (HOURS,))}
+              "tier": (np.uint8, 0, ()), "hourly": (np.float32, 0.0, (HOURS,)),
+              "rate": (np.float32, RATE_FILL, (R_WIDTH,))}
 
     def __init__(self, capacity: int = 1024, recent: int = 0):
         super().__init__(capacity)

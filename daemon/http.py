@@ -83,7 +83,7 @@ def make_app(daemon) -> web.Application:
     async def user(request):
         e = daemon.engine
         key = request.match_info["id"]
-        view = e.user_profile(key)
+        view = e.user_profile(key, int(time.time() * 1e6))
         if view is None:
             return web.json_response({"error": f"unknown or evicted user {key!r}",
                                       "fix": "use the numeric id or a registered name"},

@@ -63,6 +63,9 @@ class DaemonCollector:
                                   "producers", value=c.acks)
         yield CounterMetricFamily("bae_users_evicted", "Idle users folded into their segment",
                                   value=e.evicted)
+        yield CounterMetricFamily("bae_user_surges", "User-hours flagged far above the "
+                                  "user's own profile (scraper, bot, surge)",
+                                  value=e.user_surges)
         degraded = GaugeMetricFamily("bae_degraded", "1 while a part is failing (serving "
                                      "from memory)", labels=["part"])
         problems = self.d.health()

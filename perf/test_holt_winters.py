@@ -6,6 +6,11 @@ Run with ``.venv/bin/python -m pytest -q perf/test_holt_winters.py --benchmark-o
 * test_hw_update[zipf|uniform]: ``HoltWinters.learn_arrays`` over 1,000,000 series
   (hourly buckets, daily period 24, the default grid of K=4 parameter sets), batches of
   ``BATCH`` observations with slots drawn Zipf(1.2) or uniform, seeded. events/s.
+* test_user_tier_update[zipf|uniform]: the light per-user tier the daemon runs for every
+  user (``user_rate_update``: hourly request counts, level, trend and hour-of-day profile,
+  128 bytes per user) over 1,000,000 users. Each round is one hour of ``BATCH`` request
+  events (slots Zipf(1.2) or uniform); a user's first event in an hour closes its previous
+  hour, which is one Holt-Winters update. Reports events/s and updates (hour closes)/s.
 * test_river_update: River's ``time_series.HoltWinters.learn_one`` over a dict of
   per-user models (seasonality 24, one parameter set), ``RIVER_N`` updates on Zipf users,
   every model first fed 60 values untimed (River only buffers during its warm-up; ours are
@@ -58,6 +63,32 @@ def hw_rate(kind: str, rounds: int = 3) -> dict:
         best = min(best, time.perf_counter() - t0)
     return {"events_per_s": BATCH / best, "ns_per_event": 1e9 * best / BATCH,
             "bytes_per_series": m.state_bytes_per_series, "K": len(m._alpha)}
+
+
+def user_tier_rate(kind: str, rounds: int = 3) -> dict:
+    from bae_core.kernels import holt_winters as K
+    rng = np.random.default_rng(SEED)
+    st = K.user_rate_state(N_SERIES)
+    args = (st,)
+    params = (0.1, 0.01, 0.1, 0.98, 6.0, 60.0, 600.0, 24)
+    hour = 3_600_000_000
+    s = slots(kind, BATCH, rng)
+    K.user_rate_update(s[:10], np.zeros(10, np.int64), *args, *params)  # compile
+    for h in range(3):  # every user has an open hour
+        K.user_rate_update(slots("uniform", BATCH, rng), np.full(BATCH, h * hour), *args,
+                           *params)
+    best, closes = 1e9, 0
+    for r in range(rounds):
+        ts = np.full(BATCH, (3 + r) * hour, np.int64)
+        before = int(st[:, K.R_CLOSED].sum(dtype=np.float64))
+        t0 = time.perf_counter()
+        K.user_rate_update(s, ts, *args, *params)
+        dt = time.perf_counter() - t0
+        if dt < best:
+            best, closes = dt, int(st[:, K.R_CLOSED].sum(dtype=np.float64)) - before
+    return {"events_per_s": BATCH / best, "updates_per_s": closes / best,
+            "updates_per_batch": closes,
+            "bytes_per_user": st[0].nbytes}
 
 
 def river_models(users: int):
@@ -126,6 +157,12 @@ def test_hw_update(benchmark, kind):
     benchmark.extra_info.update(r)
 
 
+@pytest.mark.parametrize("kind", ["zipf", "uniform"])
+def test_user_tier_update(benchmark, kind):
+    r = benchmark.pedantic(user_tier_rate, args=(kind, 1), rounds=1, iterations=1)
+    benchmark.extra_info.update(r)
+
+
 def test_river_update(benchmark):
     r = benchmark.pedantic(river_rate, rounds=1, iterations=1)
     benchmark.extra_info.update(r)
@@ -144,8 +181,13 @@ def test_refit_vs_update(benchmark):
 
 if __name__ == "__main__":
     out = {"hw_zipf": hw_rate("zipf"), "hw_uniform": hw_rate("uniform"),
+           "user_tier_zipf": user_tier_rate("zipf"),
+           "user_tier_uniform": user_tier_rate("uniform"),
            "river": river_rate(), "river_bytes_per_series": river_bytes(),
            "refit_vs_update": refit_vs_update()}
     out["speedup_zipf"] = out["hw_zipf"]["events_per_s"] / out["river"]["events_per_s"]
     out["speedup_uniform"] = out["hw_uniform"]["events_per_s"] / out["river"]["events_per_s"]
+    for k in ("zipf", "uniform"):
+        out[f"user_tier_update_speedup_{k}"] = (out[f"user_tier_{k}"]["updates_per_s"]
+                                                / out["river"]["events_per_s"])
     print(json.dumps(out, indent=1))

@@ -88,28 +88,6 @@ def test_predict_returns_the_latest_score_per_slot():
     assert p["flag"][0] and not p["flag"][1] and p["score"][1] == 0
 
 
-def test_user_rate_anomalies_flag_a_scraper():
-    rng = np.random.default_rng(2)
-    n_users = 200
-    segment = np.zeros(n_users, np.int64)
-    segment[100:] = 1
-    ew_rate, ew_var = np.zeros(n_users), np.zeros(n_users)
-    n_obs, flagged = np.zeros(n_users, np.int64), np.zeros(n_users, np.int64)
-    seg_rate = np.zeros(2)
-    users = np.arange(n_users, dtype=np.int64)
-    flags = np.zeros(n_users, bool)
-    totals = []
-    for step in range(60):
-        counts = rng.poisson(5.0, n_users).astype(np.float64)
-        if step >= 40:
-            counts[17] = 400.0  # a scraper starts
-        totals.append(K.user_rate_anomalies(users, counts, segment, ew_rate, ew_var, n_obs,
-                                            seg_rate, 0.1, 6.0, 5.0, 10, flags, flagged))
-    assert flagged[17] >= 15
-    assert flagged.sum() - flagged[17] <= 2
-    assert sum(totals) == flagged.sum()
-
-
 # --- NAB scoring on a synthetic corpus -------------------------------------------------
 
 def synthetic_corpus(n=2000, n_series=4):

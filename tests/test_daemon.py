@@ -340,7 +340,7 @@ def test_systemd_notify_ready_watchdog_and_stopping(start_daemon, tmp_path):
 
 
 def test_user_profile_and_service_forecast_routes(start_daemon):
-    daemon = start_daemon({"state": {"user_history": 8}})
+    daemon = start_daemon({"state": {"user_history": 8}, "model": {"user_surge_new": 200}})
     names = wire.make_names(wire.NameKind.USER, [5], ["alice.example.org"])
     with EventPublisher(daemon.ingest) as pub:
         pub.send_frame(wire.MsgType.NAME, names)
@@ -356,6 +356,11 @@ def test_user_profile_and_service_forecast_routes(start_daemon):
     assert sum(u["hourly_requests_utc"]) == u["requests"]
     assert len(u["recent_request_times_s"]) == 8 and u["recent_rate_per_min"] > 0
     assert daemon.get("/v1/users/5")["requests"] == u["requests"]
+    # a new user past 200 requests in an hour is flagged (alice sends ~285, others ~135)
+    assert u["surges"] == 1 and u["surging"] is True
+    assert daemon.get("/v1/stats")["user_surges"] == 1
+    assert len(u["forecast_requests_next_24h"]) == 24
+    assert u["forecast_requests_next_24h"][0] >= 200  # no closed hour yet: the count so far
     f = daemon.get("/v1/services/web/forecast?horizon=6")
     assert f["horizon"] == 6 and f["unit"] == "requests/s"
     assert len(f["models"]["holt"]["mean"]) == 6

@@ -181,8 +181,7 @@ HOUR = K.HOUR_US
 
 def test_user_rate_learns_hour_of_day_profile_and_forecasts():
     st = K.user_rate_state(3)
-    per_user = sum(a[0].nbytes for a in st.values())
-    assert per_user <= 256
+    assert st[0].nbytes <= 256
     # user 0: 10 requests in hours 9-17 of each day, none otherwise; user 1: 2 per hour
     slots, ts = [], []
     for hour in range(24 * 14):
@@ -195,18 +194,44 @@ def test_user_rate_learns_hour_of_day_profile_and_forecasts():
             slots.append(1)
             ts.append(hour * HOUR + i * 1000)
     slots, ts = np.array(slots, np.int64), np.array(ts, np.int64)
-    args = (st["level"], st["trend"], st["last_hour"], st["count"], st["profile"],
-            st["n_closed"])
-    dropped = K.user_rate_update(slots, ts, *args, 0.1, 0.0, 0.2, 0.98)
-    assert dropped == 0
-    late = K.user_rate_update(np.array([1], np.int64), np.array([HOUR], np.int64), *args,
-                              0.1, 0.0, 0.2, 0.98)
-    assert late == 1
+    params = (0.1, 0.0, 0.2, 0.98)
+    surge = (6.0, 60.0, 600.0, 24)
+    assert K.user_rate_update(slots, ts, st, *params, *surge) == (0, 0)
+    late = K.user_rate_update(np.array([1], np.int64), np.array([HOUR], np.int64), st,
+                              *params, *surge)
+    assert late == (1, 0)
     now = 24 * 14 * HOUR  # midnight of day 15
-    K.user_rate_close(now, *args, 0.1, 0.0, 0.2, 0.98)
+    K.user_rate_close(now, st, *params)
     out = np.zeros((3, 24), np.float32)
-    K.user_rate_forecast(np.array([0, 1, 2], np.int64), now, *args, 0.98, out)
+    K.user_rate_forecast(np.array([0, 1, 2], np.int64), now, st, 0.98, out)
     day = out[0]
     assert day[9:18].min() > 6 and day[:8].max() < 1.5 and day[19:].max() < 1.5, day
     assert np.abs(out[1] - 2).max() < 0.5
     assert np.all(out[2] == 0)  # never seen
+
+
+def test_user_surge_flags_a_user_far_above_their_own_profile_once_per_hour():
+    st = K.user_rate_state(3)
+    params = (0.1, 0.0, 0.2, 0.98, 6.0, 60.0, 600.0, 24)
+    slots, ts = [], []
+    for hour in range(24 * 3):  # three quiet days: 20 requests an hour each
+        for u in (0, 1):
+            slots += [u] * 20
+            ts += [hour * HOUR + i for i in range(20)]
+    # day 4, hour 0: user 0 scrapes (400 in the hour); user 1 is busier but within reach;
+    # user 2 is new and sends 700 at once
+    h = 24 * 3 * HOUR
+    slots += [0] * 400 + [1] * 40 + [2] * 700
+    ts += [h + i for i in range(400)] + [h + i for i in range(40)] + [h + i for i in range(700)]
+    dropped, flagged = K.user_rate_update(np.array(slots, np.int64), np.array(ts, np.int64),
+                                          st, *params)
+    assert dropped == 0 and flagged == 2
+    assert st[:, K.R_SURGES].tolist() == [1, 0, 1]  # once per hour, however far past
+    assert st[0, K.R_SURGE_HOUR] == 24 * 3 and st[1, K.R_SURGE_HOUR] == -1
+    f = (st[0, K.R_LEVEL] + 0.98 * st[0, K.R_TREND]) * st[0, K.R_PROFILE]
+    assert 15 < f < 25  # the quiet days taught the profile
+
+
+def test_user_rate_state_fits_the_light_tier_budget():
+    st = K.user_rate_state(10)
+    assert st.dtype == np.float32 and st[0].nbytes == 128

@@ -50,11 +50,12 @@ two seasonal indices, two ring slots), each run of K contiguous, and allocates n
 
 Light per-user tier (``user_rate_*``)
 ------------------------------------
-Per user: request-count level (mean count per hour) and trend (float32), the hour being counted
-(int32, hours since the epoch) and its count (float32), and a 24-slot hour-of-day profile
-(float32, mean about 1): 4 + 4 + 4 + 4 + 96 = 112 bytes. An hour closes when an event of
-a later hour arrives (or ``user_rate_close`` is called with the clock); empty hours in
-between close as zero. Events for an hour already closed are dropped and counted.
+Per user, one 128-byte float32 row (``R_*`` columns): request-count level (mean count
+per hour) and trend, the hour being counted (hours since the epoch) and its count, closed
+hours, the last surge hour and surge count, and a 24-slot hour-of-day profile (mean
+about 1). An hour closes when an event of a later hour arrives (or ``user_rate_close``
+is called with the clock); empty hours in between close as zero. Events for an hour
+already closed are dropped and counted.
 """
 
 import numpy as np
@@ -311,86 +312,110 @@ def hw_forecast(slots, h, mode, p1, p2, wc, alpha, beta, gamma, phi, hz,
 HOUR_US = 3_600_000_000
 MAX_GAP_HOURS = 24 * 14  # longer silences close as this many empty hours
 
+# Columns of a user's row in the float32 ``rate`` matrix (one 128-byte row per user: the
+# fields an event touches share a cache line). Hours (since the epoch) and counts are
+# exact in float32 up to 2**24.
+R_LEVEL, R_TREND, R_HOUR, R_COUNT, R_CLOSED, R_SURGE_HOUR, R_SURGES = range(7)
+R_PROFILE = 8  # 24 hour-of-day factors, mean about 1
+R_WIDTH = R_PROFILE + 24
+RATE_FILL = np.array([0, 0, -1, 0, 0, -1, 0, 0] + [1] * 24, np.float32)
+
 
 @njit(**JIT)
-def _user_close_hour(u, c, hod, level, trend, profile, alpha, beta, gamma, phi, first):
-    p = profile[u, hod]
+def _user_close_hour(u, c, hod, rate, alpha, beta, gamma, phi, first):
+    p = rate[u, R_PROFILE + hod]
     if first:
-        level[u] = c
-        trend[u] = 0.0
+        rate[u, R_LEVEL] = c
+        rate[u, R_TREND] = 0.0
         return
     # additive error against the profiled level: over a day the corrections sum to
     # alpha * (day's count - 24 * level), so the level is the mean count per hour
-    prev = level[u]
-    base = prev + phi * trend[u]
+    prev = rate[u, R_LEVEL]
+    b = rate[u, R_TREND]
+    base = prev + phi * b
     lv = base + alpha * (c - base * p)
     if lv < 0.0:
         lv = 0.0
-    level[u] = lv
-    trend[u] = beta * (lv - prev) + (1.0 - beta) * phi * trend[u]
+    rate[u, R_LEVEL] = lv
+    rate[u, R_TREND] = beta * (lv - prev) + (1.0 - beta) * phi * b
     if lv > 1e-6:
         np_ = p + gamma * (c / lv - p)
-        profile[u, hod] = np_ if np_ < 24.0 else 24.0
+        rate[u, R_PROFILE + hod] = np_ if np_ < 24.0 else 24.0
 
 
 @njit(**JIT)
-def _user_advance(u, hour, level, trend, last_hour, count, profile, alpha, beta, gamma, phi,
-                  n_closed):
-    """Close user u's hours last_hour .. hour-1 and start counting ``hour``."""
-    lh = last_hour[u]
+def _user_advance(u, hour, rate, alpha, beta, gamma, phi):
+    """Close user u's hours from the one being counted to hour-1; start counting ``hour``."""
+    lh = np.int64(rate[u, R_HOUR])
     gap = hour - lh
-    first = n_closed[u] == 0
-    _user_close_hour(u, count[u], lh % 24, level, trend, profile, alpha, beta, gamma, phi,
-                     first)
-    n_closed[u] += 1
+    first = rate[u, R_CLOSED] == 0.0
+    _user_close_hour(u, rate[u, R_COUNT], lh % 24, rate, alpha, beta, gamma, phi, first)
+    rate[u, R_CLOSED] += 1.0
     if gap > MAX_GAP_HOURS:
         gap = MAX_GAP_HOURS
     for j in range(1, gap):
-        _user_close_hour(u, 0.0, (lh + j) % 24, level, trend, profile, alpha, beta, gamma,
-                         phi, False)
-    last_hour[u] = hour
-    count[u] = 0.0
+        _user_close_hour(u, 0.0, (lh + j) % 24, rate, alpha, beta, gamma, phi, False)
+    rate[u, R_HOUR] = hour
+    rate[u, R_COUNT] = 0.0
 
 
 @njit(**JIT)
-def user_rate_update(slots, ts_us, level, trend, last_hour, count, profile, n_closed,
-                     alpha, beta, gamma, phi):
+def user_rate_update(slots, ts_us, rate, alpha, beta, gamma, phi, k_sigma, min_count,
+                     new_count, min_hours):
     """Count one request per event into its user's current hour, closing finished hours.
-    ``last_hour[u] < 0`` marks a user not seen yet. Returns the events dropped as late
-    (for an hour already closed)."""
+    A user not seen yet has ``rate[u, R_HOUR] < 0``.
+
+    Surge check (streaming, from the counts so far): a user whose count in the current
+    hour passes ``max(min_count, f + k_sigma * sqrt(f + 1))``, f the hour's forecast from
+    their own profile, is flagged once for that hour (``R_SURGE_HOUR``, ``R_SURGES``);
+    a user with fewer than ``min_hours`` closed hours has no profile yet and is flagged
+    past ``new_count``. Returns (events dropped as late, users newly flagged)."""
     dropped = 0
+    flagged = 0
     for i in range(slots.shape[0]):
         u = slots[i]
         hour = ts_us[i] // HOUR_US
-        lh = last_hour[u]
-        if lh < 0:
-            last_hour[u] = hour
-            count[u] = 1.0
+        lh = rate[u, R_HOUR]
+        if lh < 0.0:
+            rate[u, R_HOUR] = hour
+            rate[u, R_COUNT] = 1.0
             continue
         if hour < lh:
             dropped += 1
             continue
         if hour > lh:
-            _user_advance(u, hour, level, trend, last_hour, count, profile, alpha, beta,
-                          gamma, phi, n_closed)
-        count[u] += 1.0
-    return dropped
+            _user_advance(u, hour, rate, alpha, beta, gamma, phi)
+        c = rate[u, R_COUNT] + 1.0
+        rate[u, R_COUNT] = c
+        if c >= min_count and rate[u, R_SURGE_HOUR] != hour:
+            if rate[u, R_CLOSED] >= min_hours:
+                f = (rate[u, R_LEVEL] + phi * rate[u, R_TREND]) * rate[u, R_PROFILE + hour % 24]
+                if f < 0.0:
+                    f = 0.0
+                thr = f + k_sigma * np.sqrt(f + 1.0)
+                if thr < min_count:
+                    thr = min_count
+            else:
+                thr = new_count
+            if c >= thr:
+                rate[u, R_SURGE_HOUR] = hour
+                rate[u, R_SURGES] += 1.0
+                flagged += 1
+    return dropped, flagged
 
 
 @njit(**JIT)
-def user_rate_close(now_us, level, trend, last_hour, count, profile, n_closed,
-                    alpha, beta, gamma, phi):
+def user_rate_close(now_us, rate, alpha, beta, gamma, phi):
     """Close, for every user, the hours that ended before ``now_us``."""
     hour = now_us // HOUR_US
-    for u in range(last_hour.shape[0]):
-        if last_hour[u] >= 0 and last_hour[u] < hour:
-            _user_advance(u, hour, level, trend, last_hour, count, profile, alpha, beta,
-                          gamma, phi, n_closed)
+    for u in range(rate.shape[0]):
+        lh = rate[u, R_HOUR]
+        if lh >= 0.0 and lh < hour:
+            _user_advance(u, hour, rate, alpha, beta, gamma, phi)
 
 
 @njit(**JIT)
-def user_rate_forecast(slots, now_us, level, trend, last_hour, count, profile, n_closed,
-                       phi, out):
+def user_rate_forecast(slots, now_us, rate, phi, out):
     """Expected requests of each user in the hours now, now+1, .. (``out.shape[1]`` of
     them). The hour being counted never forecasts below what it already holds; a user not
     seen yet gets 0; one without a closed hour yet repeats its current count."""
@@ -398,15 +423,16 @@ def user_rate_forecast(slots, now_us, level, trend, last_hour, count, profile, n
     hour = now_us // HOUR_US
     for i in range(slots.shape[0]):
         u = slots[i]
-        lh = last_hour[u]
         for j in range(h):
             out[i, j] = 0.0
-        if lh < 0:
+        if rate[u, R_HOUR] < 0.0:
             continue
-        if n_closed[u] == 0:
+        lh = np.int64(rate[u, R_HOUR])
+        cnt = rate[u, R_COUNT]
+        if rate[u, R_CLOSED] == 0.0:
             for j in range(h):
                 if hour + j >= lh:
-                    out[i, j] = count[u]
+                    out[i, j] = cnt
             continue
         # the state is as of hour lh - 1; target hour H is H - lh + 1 steps ahead
         for j in range(h):
@@ -419,22 +445,14 @@ def user_rate_forecast(slots, now_us, level, trend, last_hour, count, profile, n
             for _ in range(steps):
                 pw *= phi
                 psum += pw
-            f = (level[u] + psum * trend[u]) * profile[u, target % 24]
+            f = (rate[u, R_LEVEL] + psum * rate[u, R_TREND]) * rate[u, R_PROFILE + target % 24]
             if f < 0.0:
                 f = 0.0
-            if target == lh and f < count[u]:
-                f = count[u]
+            if target == lh and f < cnt:
+                f = cnt
             out[i, j] = f
 
 
 def user_rate_state(n_users):
-    """Fresh light-tier state for ``n_users`` users (112 bytes each, plus an int32
-    closed-hours counter: 116 bytes)."""
-    return dict(
-        level=np.zeros(n_users, np.float32),
-        trend=np.zeros(n_users, np.float32),
-        last_hour=np.full(n_users, -1, np.int32),
-        count=np.zeros(n_users, np.float32),
-        profile=np.ones((n_users, 24), np.float32),
-        n_closed=np.zeros(n_users, np.int32),
-    )
+    """Fresh light-tier state for ``n_users`` users: a (n, R_WIDTH) float32 matrix."""
+    return np.tile(RATE_FILL, (n_users, 1))
