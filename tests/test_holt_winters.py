@@ -9,10 +9,20 @@ from bae_core.kernels import holt_winters as K
 from bae_core.models.holt_winters import HoltWinters
 
 
-def reference(y, p1, p2, wc, a, b, g, phi, mode="additive"):
-    """Textbook component-form Holt-Winters for one series (plain Python), with the same
-    warm-up as the kernel: returns (level, trend, s1, s2)."""
+def reference(y, p1, p2, wc, a, b, g, phi, against=K.AGAINST_LEVEL, mode="additive"):
+    """Component-form Holt-Winters for one series (plain Python), with the same warm-up as
+    the kernel; seasonal indices against the level (textbook) or the slow mean of about
+    the last p1 values. Returns (level, trend, s1, s2)."""
     mul = mode == "multiplicative"
+    def cycle_mean(t, p):  # of the last complete cycle before t (the first: so far)
+        if not p:
+            return 0.0
+        if t >= p:
+            start = (t // p - 1) * p
+            return sum(y[start:start + p]) / p
+        return sum(y[:t]) / t if t else y[0]
+
+    slow = [(cycle_mean(t, p1), cycle_mean(t, p2)) for t in range(len(y))]
     lvl, tr = y[0], 0.0
     s1 = [0.0] * max(p1, 1)
     s2 = [1.0 if mul else 0.0] * max(p2, 1)
@@ -32,22 +42,31 @@ def reference(y, p1, p2, wc, a, b, g, phi, mode="additive"):
         g2 = max(g, 1.0 / (t // p2 + 1)) if p2 else 0.0
         prev = lvl
         base = lvl + phi * tr
+        if against == K.AGAINST_SLOW:  # the gain is not shared with the level
+            g1, g2 = g1 / (1 - a) if a < 1 else 0.0, g2 / (1 - a) if a < 1 else 0.0
+            x1 = (y[t] / slow[t][0]) if mul else y[t] - slow[t][0]
+            x2 = 0.0 if not p2 else (y[t] / (slow[t][1] * d)) if mul else \
+                y[t] - slow[t][1] - d
+        elif mul:
+            x1, x2 = y[t] / (base * w), y[t] / (base * d)
+        else:
+            x1, x2 = y[t] - base - w, y[t] - base - d
         if mul:
             e = y[t] - base * d * w
             lvl = alpha_blend(a, y[t] / (d * w), base)
             tr = b * (lvl - prev) + (1 - b) * phi * tr
             if p1:
-                s1[i1] = d + g1 * (1 - a) * e / (base * w)
+                s1[i1] = d + g1 * (1 - a) * (x1 - d)
             if p2:
-                s2[i2] = w + g2 * (1 - a) * e / (base * d)
+                s2[i2] = w + g2 * (1 - a) * (x2 - w)
         else:
             e = y[t] - base - d - w
             lvl = alpha_blend(a, y[t] - d - w, base)
             tr = b * (lvl - prev) + (1 - b) * phi * tr
-            if p1:
-                s1[i1] = d + g1 * (1 - a) * e   # = g1 * (y - l_new - w) + (1 - g1) * d
+            if p1:  # against the level: = g1 * (y - l_new - w) + (1 - g1) * d
+                s1[i1] = d + g1 * (1 - a) * (x1 - d)
             if p2:
-                s2[i2] = w + g2 * (1 - a) * e
+                s2[i2] = w + g2 * (1 - a) * (x2 - w)
     return lvl, tr, np.array(s1), np.array(s2)
 
 
@@ -69,13 +88,15 @@ def test_kernel_matches_plain_python_reference(mode, periods):
     series = np.stack([20 + 5 * np.sin(2 * np.pi * t / 5) + rng.normal(0, 1, 90) + 0.05 * t,
                        50 + 3 * np.cos(2 * np.pi * t / 6) + rng.normal(0, 2, 90),
                        10 + rng.gamma(2, 1, 90)])
-    grid = ((0.3, 0.1, 0.2, 0.95), (0.1, 0.0, 0.05, 0.9))
+    grid = ((0.3, 0.1, 0.2, 0.95, K.AGAINST_LEVEL), (0.1, 0.0, 0.05, 0.9, K.AGAINST_LEVEL),
+            (0.3, 0.1, 0.2, 0.95, K.AGAINST_SLOW), (0.1, 0.0, 0.05, 0.9, K.AGAINST_SLOW))
     m = HoltWinters(periods=periods, grid=grid, seasonal=mode, n_series=3, warmup_cycles=2)
     feed(m, series)
     st = m.state()
     for s in range(3):
-        for k, (a, b, g, phi) in enumerate(grid):
-            lvl, tr, s1, s2 = reference(list(series[s]), *periods, 2, a, b, g, phi, mode)
+        for k, (a, b, g, phi, against) in enumerate(grid):
+            lvl, tr, s1, s2 = reference(list(series[s]), *periods, 2, a, b, g, phi, against,
+                                        mode)
             assert st["level"][s, k] == pytest.approx(lvl, rel=1e-9)
             assert st["trend"][s, k] == pytest.approx(tr, rel=1e-9, abs=1e-12)
             if periods[0]:
@@ -117,8 +138,11 @@ def test_grid_follows_the_set_with_the_lower_error():
     assert list(out["set"]) == [1, 0]
     err = m.state()["err"][:, 0]
     assert err[0, 1] < err[0, 0] and err[1, 0] < err[1, 1]
-    # the forecast is the chosen set's
-    assert out["mean"][0, 0] == pytest.approx(m.state()["level"][0, 1])
+    # the forecast is the sets' mean weighted by error^-power, mostly the winner's
+    lv = m.state()["level"][0]
+    w = err[0] ** -6.0
+    assert out["mean"][0, 0] == pytest.approx((w * lv).sum() / w.sum())
+    assert abs(out["mean"][0, 0] - lv[1]) < abs(out["mean"][0, 0] - lv[0])
 
 
 def test_quantile_coverage_near_nominal_on_noise():
@@ -162,8 +186,9 @@ def test_state_round_trip_and_growth():
     q = {"h": 10}
     for k, v in m.predict(q).items():
         np.testing.assert_array_equal(v, r.predict(q)[k])
-    # n_obs; per set level, trend, var, 3 errors, s1, s2 and the two forecast rings
-    assert m.state_bytes_per_series == 8 * (1 + len(m._alpha) * (6 + 4 + 8 + 4 + 4))
+    # n_obs, the cycle sums and means; per set level, trend, var, 3 errors, s1, s2 and
+    # the two forecast rings (4 and max(4, 4 // 2) steps)
+    assert m.state_bytes_per_series == 8 * (1 + 4 + len(m._alpha) * (6 + 4 + 8 + 4 + 4))
     assert np.isnan(m.predict({"h": 2, "slots": np.array([10 ** 6])})["mean"]).all()
 
 

@@ -6,29 +6,43 @@ State is columnar, indexed by series slot ``s`` and parameter set ``k`` (K sets 
 by side on every series):
 
     level[s, k], trend[s, k]      level and damped additive trend
+    slow[s, 4]                    sum of the current cycle and mean of the last complete
+                                  one, for p1 and for p2 (the seasonal baselines)
     s1[s, p1, k], s2[s, p2, k]    first (daily) and second (weekly) seasonal component,
                                   Taylor's double-seasonal form; a period of 0 disables a
                                   component (its array then has length 1 and is unused)
     n_obs[s]                      observations seen (the series' own time index)
     err[s, j, k]                  exponentially weighted absolute error hz[j] steps ahead,
-                                  hz = (1, h2, h3) (1, min(12, p1), p1 by default)
+                                  hz = (1, h2, h3) (1, min(12, p1), max(h2, p1 // 2) by
+                                  default: half a season represents a season's steps
+                                  better than the season itself, where every set's
+                                  seasonal index was just refreshed)
     var[s, k]                     exponentially weighted one-step squared error
     r2[s, h2, k], r3[s, h3, k]    rings of the level part (l + (phi+..+phi^h) b) of the
                                   forecasts made h2 and h3 steps earlier, slot t % h
 
 Seasonal modes: ``SEASON_ADD`` (y = l + d + w + e) and ``SEASON_MUL``
-(y = (l) * d * w + e, additive error). Updates are the error-correction form
+(y = l * d * w + e, additive error). Level and trend follow the error-correction form
 (Hyndman et al. 2008, ETS(A,Ad,A) / ETS(A,Ad,M)), with e the one-step error:
 
     additive:  l' = l + phi*b + alpha*e;   b' = phi*b + alpha*beta*e
-               d += gamma1*(1-alpha)*e;  w += gamma2*(1-alpha)*e
     multiplicative: r = e / (d*w): l' = l + phi*b + alpha*r;  b' = phi*b + alpha*beta*r
-               d += gamma1*(1-alpha)*e / ((l + phi*b)*w);  w += gamma2*(1-alpha)*e / ((l + phi*b)*d)
 
-with gamma1 = max(gamma, 1 / (n_obs // p1 + 1)) and gamma2 likewise with p2: each
-seasonal index is the running mean of its visits until 1/visits falls below gamma, then EW.
-(The (1 - alpha) factor is the component form s = g*(y - l_new) + (1 - g)*s, as in
-statsmodels; it keeps the gains of level and season from summing above 1.)
+Each set estimates its seasonal indices against a baseline (``against[k]``): either
+the means m1, m2 of the last complete cycle of p1 and of p2 values (per series; a
+cycle's mean holds no seasonal swing), or, as classic ETS does, the level forecast
+L = l + phi*b:
+
+    slow, additive:   d += g1*((y - m1) - d);        w += g2*((y - m2 - d) - w)
+    slow, multiplicative: d += g1*(y / m1 - d);      w += g2*(y / (m2*d) - w)
+    level, additive:  d += g1*((y - L - w) - d);     w += g2*((y - L - d) - w)
+    level, multiplicative: d += g1*(y / (L*w) - d);  w += g2*(y / (L*d) - w)
+
+with g1 = max(gamma, 1 / (n_obs // p1 + 1)) and g2 likewise with p2 (times 1 - alpha
+against the level: ETS's error-correction gain): each seasonal index is the running
+mean of its visits until 1/visits falls below gamma, then EW. Against the level, a fast
+level carries the slow part of the daily shape and the index keeps only the rest, which
+a forecast hours ahead then misses; such sets win one step ahead.
 
 Warm-up (``wc`` cycles of p1, classical decomposition): the daily index is the mean of
 the raw values at its position, re-centred (mean 0, or 1) at the end, when the level
@@ -37,9 +51,9 @@ quantiles are NaN. The weekly index starts neutral. One-step errors are
 tracked from the end of the warm-up; the EW weight is ``max(lam, 1/m)`` after m errors so
 the first errors are a plain mean.
 
-Parameter choice is online and per horizon: a forecast of h steps follows, per series,
-the set with the lowest ``err`` at the tracked horizon nearest h (in log steps) that has
-been scored; one-step error favours high alpha, one season ahead low alpha. Quantiles are Gaussian around the point forecast: sigma_h^2 = var[s, best] *
+Parameter choice is online and per forecast step: step j follows, per series, the set
+with the lowest ``err`` at the tracked horizon nearest j (in log steps) that has been
+scored; one-step error favours high alpha, half a season ahead low alpha. Quantiles are Gaussian around the point forecast: sigma_h^2 = var[s, best] *
 (1 + sum_{j<h} c_j^2), c_j = alpha*(1 + beta*(phi + .. + phi^j)) + gamma*[j % p1 == 0]
 + gamma*[j % p2 == 0] (the h-step variance factor of ETS(A,Ad,A); used as an
 approximation for the multiplicative mode too). ``z`` holds the standard normal scores
@@ -66,6 +80,8 @@ from . import JIT
 SEASON_NONE = 0
 SEASON_ADD = 1
 SEASON_MUL = 2
+AGAINST_SLOW = 0  # seasonal indices estimated against the slow mean
+AGAINST_LEVEL = 1  # ... against the level (classic ETS)
 
 _TINY = 1e-12
 
@@ -77,8 +93,29 @@ def _warm(p1, wc):
 
 
 @njit(**JIT)
-def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam, hz, psum,
-              level, trend, s1, s2, n_obs, err, var, r2, r3):
+def _cycle_mean(s, t, y, p, slow, c):
+    """The mean of the last complete cycle of p values before y (the mean so far during
+    the first cycle), then count y in the current cycle: ``slow[s, c]`` holds the
+    current cycle's sum, ``slow[s, c + 1]`` the last complete cycle's mean."""
+    if p <= 0:
+        return 0.0
+    pos = t % p
+    if pos == 0 and t > 0:
+        slow[s, c + 1] = slow[s, c] / p
+        slow[s, c] = 0.0
+    if t >= p:
+        m = slow[s, c + 1]
+    elif pos > 0:
+        m = slow[s, c] / pos
+    else:
+        m = y
+    slow[s, c] += y
+    return m
+
+
+@njit(**JIT)
+def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, against, lam, hz,
+              psum, level, trend, s1, s2, slow, n_obs, err, var, r2, r3):
     """Feed one observation per row (``slots[i]``, ``values[i]``), rows in time order.
     ``hz`` = (1, h2, h3) are the tracked horizons (h2, h3 <= p1 when p1 > 0) and
     ``psum[j, k]`` = phi_k + .. + phi_k^hz[j]. Returns the number of rows skipped
@@ -106,6 +143,8 @@ def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam, hz,
             for j in range(s2.shape[1]):
                 for k in range(K):
                     s2[s, j, k] = 0.0 if mode != SEASON_MUL else 1.0
+        sm1 = _cycle_mean(s, t, y, p1, slow, 0)
+        sm2 = _cycle_mean(s, t, y, p2, slow, 2)
         if p1 > 0 and t < W:
             # warm-up (classical decomposition): s1 = mean of the raw values at each
             # position, level = mean so far, trend = mean of the current cycle
@@ -168,8 +207,11 @@ def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam, hz,
             ph = phi[k]
             a = alpha[k]
             g = gamma[k]
-            ga = (g if g > g1 else g1) * (1.0 - a)
-            g2 = (g if g > gw else gw) * (1.0 - a)
+            ga = g if g > g1 else g1
+            g2 = g if g > gw else gw
+            if against[k] == AGAINST_LEVEL:  # ETS error-correction gain
+                ga *= 1.0 - a
+                g2 *= 1.0 - a
             base = l + ph * b
             if mode == SEASON_MUL:
                 d = s1[s, i1, k] if p1 > 0 else 1.0
@@ -181,14 +223,16 @@ def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam, hz,
                 r = e / dw if abs(dw) > _TINY else 0.0
                 ln = base + a * r
                 bn = ph * b + a * beta[k] * r
-                if p1 > 0:
-                    den = base * wk
-                    if abs(den) > _TINY:
-                        s1[s, i1, k] = d + ga * e / den
-                if p2 > 0:
-                    den = base * d
-                    if abs(den) > _TINY:
-                        s2[s, i2, k] = wk + g2 * e / den
+                if against[k] == AGAINST_LEVEL:
+                    den1 = base * wk
+                    den2 = base * d
+                else:  # the day's mean holds the weekly effect; the week's does not
+                    den1 = sm1
+                    den2 = sm2 * d
+                if p1 > 0 and abs(den1) > _TINY:
+                    s1[s, i1, k] = d + ga * (y / den1 - d)
+                if p2 > 0 and abs(den2) > _TINY:
+                    s2[s, i2, k] = wk + g2 * (y / den2 - wk)
             else:
                 d = s1[s, i1, k] if p1 > 0 else 0.0
                 wk = s2[s, i2, k] if p2 > 0 else 0.0
@@ -197,10 +241,16 @@ def hw_update(slots, values, mode, p1, p2, wc, alpha, beta, gamma, phi, lam, hz,
                 e3 = y - r3[s, j3, k] - d - wk
                 ln = base + a * e
                 bn = ph * b + a * beta[k] * e
+                if against[k] == AGAINST_LEVEL:
+                    x1 = y - base - wk
+                    x2 = y - base - d
+                else:  # the day's mean holds the weekly effect; the week's does not
+                    x1 = y - sm1
+                    x2 = y - sm2 - d
                 if p1 > 0:
-                    s1[s, i1, k] = d + ga * e
+                    s1[s, i1, k] = d + ga * (x1 - d)
                 if p2 > 0:
-                    s2[s, i2, k] = wk + g2 * e
+                    s2[s, i2, k] = wk + g2 * (x2 - wk)
             level[s, k] = ln
             trend[s, k] = bn
             # the level part of the forecasts h2 and h3 steps ahead; their seasonal
@@ -241,15 +291,37 @@ def hw_horizon(h, hz, t, W):
 
 
 @njit(**JIT)
-def hw_forecast(slots, h, mode, p1, p2, wc, alpha, beta, gamma, phi, hz,
+def hw_weights(s, err, j, power, out):
+    """Weights of the K sets for tracked horizon j: err^-power, normalised (the set with
+    the lowest error gets the most). All equal before any error is scored."""
+    K = err.shape[2]
+    tot = 0.0
+    for k in range(K):
+        e = err[s, j, k]
+        out[k] = 1.0 / (e + _TINY) ** power if e > 0.0 else 1.0
+        tot += out[k]
+    for k in range(K):
+        out[k] /= tot
+
+
+@njit(**JIT)
+def hw_forecast(slots, h, mode, p1, p2, wc, alpha, beta, gamma, phi, hz, power,
                 level, trend, s1, s2, n_obs, err, var, z, mean_out, q_out, best_out):
-    """h-step forecasts of the series ``slots`` from the set with the lowest error at the
-    tracked horizon nearest h: ``mean_out[i, j]`` is the mean j+1 steps ahead,
-    ``q_out[i, q, j]`` the quantile with normal score ``z[q]``, ``best_out[i]`` the set
-    used. Series never seen get NaN and best -1. Nothing in the state changes."""
+    """h-step forecasts of the series ``slots``. Step j is the mean of the K sets'
+    forecasts weighted by ``hw_weights`` (with ``power[jh]``) at the tracked horizon jh
+    nearest j (in log steps) that has been scored; its variance is the weighted mean of theirs.
+    ``mean_out[i, j]`` is the mean j+1 steps ahead, ``q_out[i, q, j]`` the quantile with
+    normal score ``z[q]``, ``best_out[i]`` the heaviest set at the last step. Series never
+    seen get NaN and best -1. Nothing in the state changes."""
     n = level.shape[0]
+    K = level.shape[1]
     nz = z.shape[0]
     W = _warm(p1, wc)
+    nh = hz.shape[0]
+    wts = np.empty((nh, K))
+    psum = np.empty(K)
+    pw = np.empty(K)
+    cum = np.empty(K)  # per set: sum of c_j^2 for j < step
     for i in range(slots.shape[0]):
         s = slots[i]
         if s < 0 or s >= n or n_obs[s] == 0:
@@ -260,49 +332,57 @@ def hw_forecast(slots, h, mode, p1, p2, wc, alpha, beta, gamma, phi, hz,
                     q_out[i, q, j] = np.nan
             continue
         t = n_obs[s]
-        k = hw_best(s, err, hw_horizon(h, hz, t, W))
-        best_out[i] = k
-        l = level[s, k]
-        b = trend[s, k]
-        ph = phi[k]
-        a = alpha[k]
-        g = gamma[k]
-        sig2 = var[s, k]
-        psum = 0.0
-        pw = 1.0
-        cum = 0.0  # sum of c_j^2 for j < step
+        for jh in range(nh):
+            hw_weights(s, err, hw_horizon(hz[jh], hz, t, W), power[jh], wts[jh])
+        for k in range(K):
+            psum[k] = 0.0
+            pw[k] = 1.0
+            cum[k] = 0.0
+        jh = 0
         for j in range(h):
             step = j + 1
-            pw *= ph
-            psum += pw
+            jh = hw_horizon(step, hz, t, W)
             tt = t + j
-            base = l + psum * b
             if p1 > 0 and t < W:
                 # warm-up: the mean of the position's raw values, or the mean so far
-                f = s1[s, tt % p1, k] if (t >= p1 or tt % p1 < t) else l
+                f = s1[s, tt % p1, 0] if (t >= p1 or tt % p1 < t) else level[s, 0]
                 mean_out[i, j] = f
                 for q in range(nz):
                     q_out[i, q, j] = np.nan
                 continue
-            if mode == SEASON_MUL:
-                d = s1[s, tt % p1, k] if p1 > 0 else 1.0
-                wk = s2[s, tt % p2, k] if p2 > 0 else 1.0
-                f = base * d * wk
-            else:
-                d = s1[s, tt % p1, k] if p1 > 0 else 0.0
-                wk = s2[s, tt % p2, k] if p2 > 0 else 0.0
-                f = base + d + wk
+            f = 0.0
+            v = 0.0
+            for k in range(K):
+                pw[k] *= phi[k]
+                psum[k] += pw[k]
+                base = level[s, k] + psum[k] * trend[s, k]
+                if mode == SEASON_MUL:
+                    d = s1[s, tt % p1, k] if p1 > 0 else 1.0
+                    wk = s2[s, tt % p2, k] if p2 > 0 else 1.0
+                    fk = base * d * wk
+                else:
+                    d = s1[s, tt % p1, k] if p1 > 0 else 0.0
+                    wk = s2[s, tt % p2, k] if p2 > 0 else 0.0
+                    fk = base + d + wk
+                w = wts[jh, k]
+                f += w * fk
+                v += w * var[s, k] * (1.0 + cum[k])
+                # c_step for the next horizon: alpha*(1 + beta*(phi+..+phi^step)) + seasonal
+                c = alpha[k] * (1.0 + beta[k] * psum[k])
+                if p1 > 0 and step % p1 == 0:
+                    c += gamma[k]
+                if p2 > 0 and step % p2 == 0:
+                    c += gamma[k]
+                cum[k] += c * c
             mean_out[i, j] = f
-            sd = np.sqrt(sig2 * (1.0 + cum))
+            sd = np.sqrt(v)
             for q in range(nz):
                 q_out[i, q, j] = f + z[q] * sd
-            # c_step for the next horizon: alpha*(1 + beta*(phi + .. + phi^step)) + seasonal
-            c = a * (1.0 + beta[k] * psum)
-            if p1 > 0 and step % p1 == 0:
-                c += g
-            if p2 > 0 and step % p2 == 0:
-                c += g
-            cum += c * c
+        best = 0
+        for k in range(K):
+            if wts[jh, k] > wts[jh, best]:
+                best = k
+        best_out[i] = best
 
 
 # ---------------------------------------------------------------------------------------

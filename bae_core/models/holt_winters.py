@@ -20,14 +20,18 @@ from bae_core.kernels import holt_winters as K
 
 from .base import Model
 
+S, L = K.AGAINST_SLOW, K.AGAINST_LEVEL
 GRIDS = {
-    # (alpha, beta, gamma, phi)
-    # from season-dominated (tiny alpha: best far ahead) to level-following (best one
-    # step ahead), and one strongly damped set; the forecast picks per horizon
-    "default": ((0.002, 0.0, 0.2, 0.9), (0.005, 0.0, 0.05, 0.9), (0.02, 0.0, 0.1, 0.9),
-                (0.05, 0.0, 0.1, 0.8), (0.2, 0.0, 0.2, 0.9), (0.3, 0.0, 0.1, 0.5),
-                (0.5, 0.02, 0.2, 0.9), (0.8, 0.0, 0.2, 0.9)),
-    "single": ((0.2, 0.01, 0.1, 0.98),),
+    # (alpha, beta, gamma, phi, seasonal baseline): from season-dominated (tiny alpha,
+    # best far ahead; higher gamma follows the latest days) to level-following (best one
+    # step ahead, seasonal indices against the level as in classic ETS), and one strongly
+    # damped set. The forecast weighs them per step by their errors.
+    "default": ((0.002, 0.0, 0.2, 0.9, S), (0.002, 0.0, 0.4, 0.9, S), (0.005, 0.0, 0.05, 0.9, S),
+                (0.01, 0.0, 0.3, 0.9, S), (0.02, 0.0, 0.1, 0.9, S), (0.05, 0.0, 0.1, 0.8, S),
+                (0.2, 0.0, 0.2, 0.9, S), (0.3, 0.0, 0.1, 0.5, S), (0.5, 0.02, 0.2, 0.9, S),
+                (0.8, 0.0, 0.2, 0.9, S), (0.5, 0.02, 0.2, 0.9, L), (0.8, 0.0, 0.2, 0.9, L),
+                (1.0, 0.0, 0.1, 0.9, L)),
+    "single": ((0.2, 0.01, 0.1, 0.98, S),),
 }
 MODES = {"additive": K.SEASON_ADD, "multiplicative": K.SEASON_MUL}
 Z = np.array([0.0, 1.2815515655446004, 2.3263478740408408])  # p50, p90, p99
@@ -36,15 +40,17 @@ Z = np.array([0.0, 1.2815515655446004, 2.3263478740408408])  # p50, p90, p99
 class HoltWinters(Model):
     """Params: ``bucket_s`` (seconds per observation; informational), ``periods``
     (first and second seasonal period in buckets, 0 disables), ``grid`` (a name in GRIDS
-    or a tuple of (alpha, beta, gamma, phi)), ``seasonal`` ("additive" or
-    "multiplicative"), ``n_series`` (initial slots; grows on demand), ``err_decay`` (EW
-    weight of the one-step error used to pick a set and to size the quantiles),
-    ``warmup_cycles`` (first-period cycles averaged to start the seasonal index; until
-    then forecasts are seasonal means and quantiles are NaN)."""
+    or a tuple of (alpha, beta, gamma, phi[, seasonal baseline S or L])), ``seasonal``
+    ("additive" or "multiplicative"), ``n_series`` (initial slots; grows on demand),
+    ``err_decay`` (EW weight of the tracked errors that weigh the sets and of the
+    one-step variance behind the quantiles), ``warmup_cycles`` (first-period cycles
+    averaged to start the seasonal index; until then forecasts are seasonal means and
+    quantiles are NaN), ``weight_power`` (a set's weight is error^-power at each tracked
+    horizon (1, ~12, half a season); one number or three)."""
 
     def __init__(self, bucket_s: int = 60, periods: tuple = (1440, 10080),
                  grid="default", seasonal: str = "additive", n_series: int = 1024,
-                 err_decay: float = 0.02, warmup_cycles: int = 3):
+                 err_decay: float = 0.02, warmup_cycles: int = 3, weight_power=(6.0, 4.0, 16.0)):
         self.bucket_s = bucket_s
         self.periods = periods
         self.grid = grid
@@ -52,19 +58,24 @@ class HoltWinters(Model):
         self.n_series = n_series
         self.err_decay = err_decay
         self.warmup_cycles = warmup_cycles
+        self.weight_power = weight_power
+        self._power = np.broadcast_to(np.asarray(weight_power, float), (3,)).copy()
         self._wc = max(1, int(warmup_cycles))
         sets = GRIDS.get(grid) if isinstance(grid, str) else grid
         if sets is None:
             raise ConfigError("grid", f"unknown grid {grid!r}",
                               f"use one of {sorted(GRIDS)} or a tuple of "
                               "(alpha, beta, gamma, phi)")
-        g = np.asarray(sets, float).reshape(-1, 4)
+        g = [tuple(x) + (S,) * (5 - len(x)) for x in sets]  # baseline defaults to slow
+        g = np.asarray(g, float).reshape(-1, 5)
         if len(g) == 0 or np.any(g[:, :3] < 0) or np.any(g[:, :3] > 1) or \
-                np.any(g[:, 3] <= 0) or np.any(g[:, 3] > 1):
-            raise ConfigError("grid", "each set needs 0 <= alpha, beta, gamma <= 1 and "
-                              "0 < phi <= 1", "fix the parameter sets")
+                np.any(g[:, 3] <= 0) or np.any(g[:, 3] > 1) or not np.isin(g[:, 4], (S, L)).all():
+            raise ConfigError("grid", "each set needs 0 <= alpha, beta, gamma <= 1, "
+                              f"0 < phi <= 1 and a seasonal baseline {S} (slow mean) or "
+                              f"{L} (level)", "fix the parameter sets")
         self._alpha, self._beta, self._gamma, self._phi = (np.ascontiguousarray(g[:, i])
                                                             for i in range(4))
+        self._against = g[:, 4].astype(np.int64)
         if seasonal not in MODES:
             raise ConfigError("seasonal", f"unknown mode {seasonal!r}",
                               "use 'additive' or 'multiplicative'")
@@ -78,7 +89,7 @@ class HoltWinters(Model):
         # tracked horizons: 1, ~an hour (12 steps) and one season; h2, h3 <= p1 so the
         # seasonal indices a ring forecast needs are not updated before it is scored
         h2 = min(12, self._p1) if self._p1 > 0 else 12
-        h3 = self._p1 if self._p1 > 0 else 24
+        h3 = max(h2, self._p1 // 2) if self._p1 > 0 else 24
         self._hz = np.array([1, h2, h3], np.int64)
         self._psum = np.array([[sum(ph ** i for i in range(1, h + 1)) for ph in self._phi]
                                for h in self._hz])
@@ -91,6 +102,7 @@ class HoltWinters(Model):
         # (series, position, set): one update touches one run of K numbers per array
         self._s1 = np.zeros((n, max(self._p1, 1), k))
         self._s2 = np.zeros((n, max(self._p2, 1), k))
+        self._slow = np.zeros((n, 4))
         self._n_obs = np.zeros(n, np.int64)
         self._err = np.zeros((n, 3, k))
         self._var = np.zeros((n, k))
@@ -106,7 +118,8 @@ class HoltWinters(Model):
     def params(self) -> dict:
         return dict(bucket_s=self.bucket_s, periods=self.periods, grid=self.grid,
                     seasonal=self.seasonal, n_series=self.n_series,
-                    err_decay=self.err_decay, warmup_cycles=self.warmup_cycles)
+                    err_decay=self.err_decay, warmup_cycles=self.warmup_cycles,
+                    weight_power=self.weight_power)
 
     @property
     def state_bytes_per_series(self) -> int:
@@ -126,9 +139,10 @@ class HoltWinters(Model):
         """The hot path: int64 slots (all < current capacity) and float64 values, no
         checks or copies. Returns rows skipped."""
         return K.hw_update(slots, values, self._mode, self._p1, self._p2, self._wc, self._alpha,
-                           self._beta, self._gamma, self._phi, float(self.err_decay),
+                           self._beta, self._gamma, self._phi, self._against,
+                           float(self.err_decay),
                            self._hz, self._psum, self._level, self._trend, self._s1,
-                           self._s2, self._n_obs, self._err, self._var, self._r2, self._r3)
+                           self._s2, self._slow, self._n_obs, self._err, self._var, self._r2, self._r3)
 
     def predict(self, query: dict) -> dict[str, np.ndarray]:
         h = int(query["h"])
@@ -140,13 +154,14 @@ class HoltWinters(Model):
         q = np.empty((n, len(Z), h))
         best = np.empty(n, np.int64)
         K.hw_forecast(slots, h, self._mode, self._p1, self._p2, self._wc, self._alpha, self._beta,
-                      self._gamma, self._phi, self._hz, self._level, self._trend, self._s1, self._s2,
+                      self._gamma, self._phi, self._hz, self._power, self._level, self._trend, self._s1, self._s2,
                       self._n_obs, self._err, self._var, Z, mean, q, best)
         return {"mean": mean, "p50": q[:, 0], "p90": q[:, 1], "p99": q[:, 2], "set": best}
 
     def state(self) -> dict[str, np.ndarray]:
         return {"level": self._level.copy(), "trend": self._trend.copy(),
-                "s1": self._s1.copy(), "s2": self._s2.copy(), "n_obs": self._n_obs.copy(),
+                "s1": self._s1.copy(), "s2": self._s2.copy(), "slow": self._slow.copy(),
+                "n_obs": self._n_obs.copy(),
                 "err": self._err.copy(), "var": self._var.copy(), "r2": self._r2.copy(),
                 "r3": self._r3.copy()}
 
@@ -174,9 +189,12 @@ class HoltWinters(Model):
         batch = {"slot": slots, "value": vals}
         return [
             (dict(bucket_s=60, periods=(6, 0), grid="default", seasonal="additive",
-                  n_series=2, err_decay=0.05, warmup_cycles=2), batch, {"h": 8}),
+                  n_series=2, err_decay=0.05, warmup_cycles=2, weight_power=(6.0, 4.0, 16.0)),
+             batch, {"h": 8}),
             (dict(bucket_s=300, periods=(3, 12), grid="default", seasonal="multiplicative",
-                  n_series=4, err_decay=0.02, warmup_cycles=3), batch, {"h": 5, "slots": np.array([1, 0])}),
+                  n_series=4, err_decay=0.02, warmup_cycles=3, weight_power=50.0), batch,
+             {"h": 5, "slots": np.array([1, 0])}),
             (dict(bucket_s=60, periods=(0, 0), grid=((0.3, 0.1, 0.0, 0.9),),
-                  seasonal="additive", n_series=1, err_decay=0.1, warmup_cycles=1), batch, {"h": 3}),
+                  seasonal="additive", n_series=1, err_decay=0.1, warmup_cycles=1,
+                  weight_power=4.0), batch, {"h": 3}),
         ]
