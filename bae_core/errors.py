@@ -79,3 +79,39 @@ class StoreError(BAEError):
 
 class SchemaMismatch(StoreError):
     """The data folder was written by another program or a newer BAE; nothing is written to it."""
+
+
+class HAProxyError(BAEError):
+    """The HAProxy runtime API could not do what the agent asked."""
+
+    reason = "haproxy_error"
+
+
+class HAProxyUnreachable(HAProxyError):
+    """The stats socket cannot be reached (HAProxy stopped, restarting, wrong path)."""
+
+    reason = "unreachable"
+
+    def __init__(self, path: str, problem: str):
+        self.path = path
+        super().__init__(f"HAProxy runtime API at {path} is unreachable ({problem}); check "
+                         "that HAProxy runs and that its global section has 'stats socket "
+                         f"{path} level admin'")
+
+
+class HAProxyRefused(HAProxyError):
+    """HAProxy answered a command with an error text."""
+
+    reason = "refused"
+
+    def __init__(self, command: str, answer: str):
+        self.command, self.answer = command, answer
+        if "permission denied" in answer.lower():
+            fix = "the stats socket needs 'level admin'"
+        elif "backend" in answer.lower() or "proxy" in answer.lower() \
+                or "server" in answer.lower():
+            fix = ("declare that backend and its servers in haproxy.cfg, or map the service "
+                   "to an existing backend with --map SERVICE=BACKEND")
+        else:
+            fix = "check the HAProxy version (2.6 or later) and its configuration"
+        super().__init__(f"HAProxy refused '{command}': {answer}; {fix}")
