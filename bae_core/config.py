@@ -108,6 +108,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "arima_d": Key(int, 1, "online ARIMA: differencing order", _range(0, 2)),
         "arima_q": Key(int, 2, "online ARIMA: moving-average order (as extra AR lags)",
                        _range(0, 32)),
+        "markov": Key(bool, True, "learn resource-to-resource navigation (off the ingest "
+                      "path, in a worker thread) for prefetch lists and per-service demand"),
+        "markov_half_life_s": Key(float, 3600.0, "navigation: half-life of old transitions "
+                                  "(0: no decay)", _range(0)),
+        "markov_session_gap_s": Key(float, 1800.0, "navigation: a longer pause starts a new "
+                                    "session", _range(1)),
+        "markov_max_rows": Key(int, 2_000_000, "navigation: contexts kept (the lightest go "
+                               "first)", _range(16)),
+        "markov_queue_events": Key(int, 4_000_000, "navigation: events waiting to be learned "
+                                   "before the oldest are skipped (counted)", _range(1024)),
         "user_surge_k": Key(float, 6.0, "flag a user whose requests this hour pass their "
                             "own forecast by this many Poisson deviations", _range(0, lo_open=True)),
         "user_surge_min": Key(float, 60.0, "...and at least this many requests in the hour",

@@ -7,6 +7,10 @@ Pure logic: callers pass ``now_us``; nothing here reads clocks, sockets or files
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections import deque
+
 import numpy as np
 
 from . import policy, wire
@@ -17,10 +21,12 @@ from .kernels import users as user_kernels
 from .models.anomaly import AnomalyDetector
 from .models.arima import OnlineARIMA
 from .models.holt_winters import HoltWinters
+from .models.markov import Markov
 from .slots import EMPTY
 from .state import CHUNK_SHIFT, Segments, Services, Users
 
 MAX_CAMPAIGNS = 4096
+_NO_LOCK = contextlib.nullcontext()
 # the light per-user tier's smoothing (alpha, beta, gamma, phi) over hourly counts
 USER_RATE = (0.1, 0.01, 0.1, 0.98)
 
@@ -52,6 +58,19 @@ class Engine:
                                         n_series=8),
             "anomaly": AnomalyDetector(season=0),
         }
+        if m.markov:
+            self.models["markov"] = Markov(half_life_s=m.markov_half_life_s,
+                                           session_gap_s=m.markov_session_gap_s)
+        # navigation learns off the ingest path: requests queue here (bounded) and
+        # ``learn_navigation`` (a worker thread in the daemon) takes them; nav_lock guards
+        # the Markov model between that thread and readers
+        self.nav_lock = threading.Lock()
+        self._nav_queue: deque = deque()
+        self._nav_queued = 0
+        self._nav_qlock = threading.Lock()
+        self.nav_skipped = 0
+        self.nav_learned = 0
+        self.nav_inline = False  # learn a full queue at once instead of skipping (replay)
         self.campaigns = np.zeros(0, wire.CONTEXT)
         self.accepted = {t: 0 for t in wire.INPUT_TYPES}
         self.late_dropped = 0
@@ -96,6 +115,47 @@ class Engine:
             m.alpha, m.beta, m.phi, m.bucket_s, svcs.late_dropped)
         rates.service_totals(s, r["status"], r["bytes"], r["latency_ms"], svcs.requests,
                              svcs.errors, svcs.bytes, svcs.latency_ms)
+        if "markov" in self.models:
+            self._queue_navigation(r, users.segment[u])
+
+    def _queue_navigation(self, r: np.ndarray, segment: np.ndarray) -> None:
+        batch = (r["user"].copy(), r["resource"].copy(), segment.astype(np.int64),
+                 r["ts_us"].copy(), r["service"].copy())
+        cap = self.cfg.model.markov_queue_events
+        if self.nav_inline and self._nav_queued + len(r) > cap:
+            while self.learn_navigation():  # replaying: no live traffic to keep up with
+                pass
+        with self._nav_qlock:
+            self._nav_queue.append(batch)
+            self._nav_queued += len(r)
+            while self._nav_queued > cap and len(self._nav_queue) > 1:
+                old = self._nav_queue.popleft()
+                self._nav_queued -= len(old[0])
+                self.nav_skipped += len(old[0])
+
+    def learn_navigation(self, max_events: int = 65536) -> int:
+        """Teach the Markov model up to about ``max_events`` queued requests (safe to call
+        from a worker thread); returns how many. Compacts the model when it outgrows
+        ``model.markov_max_rows``."""
+        with self.nav_lock:  # held while taking too: batches are learned in queue order
+            taken = []
+            n = 0
+            with self._nav_qlock:
+                while self._nav_queue and n < max_events:
+                    b = self._nav_queue.popleft()
+                    self._nav_queued -= len(b[0])
+                    taken.append(b)
+                    n += len(b[0])
+            if not taken:
+                return 0
+            cols = [np.concatenate(c) for c in zip(*taken)]
+            m = self.models["markov"]
+            m.learn({"user": cols[0], "resource": cols[1], "segment": cols[2],
+                     "ts_us": cols[3], "service": cols[4]})
+            if m.rows > self.cfg.model.markov_max_rows:
+                m.compact(int(cols[3].max()), self.cfg.model.markov_max_rows)
+            self.nav_learned += n
+        return n
 
     def _metrics(self, r: np.ndarray) -> None:
         svcs = self.services
@@ -230,6 +290,19 @@ class Engine:
             models["holt_winters"].learn({"slot": np.array(hs, np.int64),
                                           "value": np.array(hv)})
 
+    def next_resources(self, user_id: int, k: int = 3) -> list[dict]:
+        """The user's most likely next resources, with probabilities (empty without the
+        navigation model)."""
+        if "markov" not in self.models:
+            return []
+        with self.nav_lock:
+            got = self.models["markov"].predict({"users": np.array([user_id], np.uint64),
+                                                 "k": k})
+        names = self.names[wire.NameKind.RESOURCE]
+        return [{"resource": names.get(int(r), str(int(r))), "id": str(int(r)),
+                 "probability": round(float(p), 4)}
+                for r, p in zip(got["resource"][0], got["prob"][0]) if r != EMPTY]
+
     def _user_forecast(self, slot: int, now_us: int) -> list[float]:
         """Expected requests of one user in the hour now and the 23 after it."""
         out = np.zeros((1, 24), np.float32)
@@ -260,6 +333,7 @@ class Engine:
             "peak_hours_utc": [int(h) for h in np.argsort(-hourly, kind="stable")[:3]
                                if hourly[h] > 0],
             "forecast_requests_next_24h": self._user_forecast(slot, now_us),
+            "next_resources": self.next_resources(uid),
             "surges": int(users.rate[slot, hw_kernels.R_SURGES]),
             "surging": bool(users.rate[slot, hw_kernels.R_SURGE_HOUR]
                             == now_us // hw_kernels.HOUR_US),
@@ -336,6 +410,10 @@ class Engine:
             e.apply(wire.MsgType.REQUEST, r, now_us + k * step)
             e.tick(now_us + (k + 1) * step)
         e.service_forecast(0, 2)
+        if "markov" in e.models:
+            e.learn_navigation()
+            e.next_resources(0, 3)
+            e.models["markov"].expected_requests()
         e.evict(now_us + 10 * step, 1)
         e.state()
 
@@ -347,8 +425,13 @@ class Engine:
         yield from self.segments.parts("segments", dirty_only=False)
         yield from self.services.parts("services", dirty_only=False)
         yield "campaigns", self.campaigns.copy()
+        if "markov" in self.models:  # what was accepted is in the state, queued or not
+            while self.learn_navigation():
+                pass
         for name, model in self.models.items():
-            for k, v in model.state().items():
+            with self.nav_lock if name == "markov" else _NO_LOCK:
+                st = model.state()
+            for k, v in st.items():
                 yield f"model.{name}.{k}", v
         pending = self.unsaved_names
         self.unsaved_names = []
@@ -362,6 +445,7 @@ class Engine:
         yield "meta", {"accepted": {t.name: n for t, n in self.accepted.items()},
                        "late_dropped": self.late_dropped, "evicted": self.evicted,
                        "user_late": self.user_late, "user_surges": self.user_surges,
+                       "nav_learned": self.nav_learned, "nav_skipped": self.nav_skipped,
                        "names_saved": self.names_saved}
 
     def state(self, full: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
@@ -389,6 +473,8 @@ class Engine:
         self.late_dropped = meta["late_dropped"]
         self.user_late = meta.get("user_late", 0)
         self.user_surges = meta.get("user_surges", 0)
+        self.nav_learned = meta.get("nav_learned", 0)
+        self.nav_skipped = meta.get("nav_skipped", 0)
         self.evicted = meta.get("evicted", 0)
         self.names_saved = meta.get("names_saved", 0)
         for i in range(self.names_saved):
@@ -472,4 +558,8 @@ class Engine:
                 "segments": len(self.segments), "users_evicted": self.evicted,
                 "late_dropped": self.late_dropped, "user_surges": self.user_surges,
                 "user_late_dropped": self.user_late,
-                "active_campaigns": len(self.campaigns)}
+                "active_campaigns": len(self.campaigns),
+                "navigation_learned": self.nav_learned,
+                "navigation_skipped": self.nav_skipped,
+                "navigation_queued": self._nav_queued,
+                "navigation_rows": self.models["markov"].rows if "markov" in self.models else 0}

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -101,6 +102,7 @@ class Daemon:
         self.gate = asyncio.Event()  # cleared while a checkpoint copies state
         self.gate.set()
         self._stop = asyncio.Event()
+        self._nav_stop = threading.Event()
         self._flags = wire.FLAG_ADVISORY if cfg.policy.shadow else 0
         self.checkpointer: Checkpointer | None = None
 
@@ -151,7 +153,9 @@ class Daemon:
             if first > start:
                 log.warning("journal entries %d..%d were deleted before a checkpoint covered "
                             "them; events from that span are lost", start, first - 1)
+            self.engine.nav_inline = True
             entries, events = self.ingest.replay_journal(start)
+            self.engine.nav_inline = False
         replay = time.monotonic() - t0 - loaded
         self.restore_s = {"checkpoint_load_s": round(loaded, 3),
                           "journal_replay_s": round(replay, 3),
@@ -164,6 +168,9 @@ class Daemon:
         Engine.warm_up(cfg, now_us())
         log.info("kernels ready", extra={"seconds": round(time.monotonic() - t0, 3)})
         self._open_state()
+        nav = threading.Thread(target=self._learn_navigation, name="bae-navigation",
+                               daemon=True)
+        nav.start()
         self.ctx = zmq.asyncio.Context()
         self._auth = self._start_auth()
         self.pull = self._bind(zmq.PULL, cfg.ingest.endpoint, rcvhwm=cfg.ingest.hwm)
@@ -229,6 +236,8 @@ class Daemon:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await runner.cleanup()
+            self._nav_stop.set()
+            nav.join()
             ok = await self.checkpointer.run("shutdown")
             self.checkpointer.close()
             if self.journal is not None:
@@ -242,6 +251,19 @@ class Daemon:
             self.ctx.term()
             log.info("stopped", extra={"drained_frames": drained, "final_checkpoint": ok,
                                        **self.stats()})
+
+    def _learn_navigation(self) -> None:
+        """Worker thread: teach the navigation model what ingest queued (the kernel
+        releases the GIL), so ingest never waits for it."""
+        if "markov" not in self.engine.models:
+            return
+        while not self._nav_stop.is_set():
+            try:
+                if self.engine.learn_navigation(16384) == 0:
+                    self._nav_stop.wait(0.01)
+            except Exception:  # a bug here must not stop learning for good
+                log.exception("navigation learning failed")
+                self._nav_stop.wait(1.0)
 
     def _bind(self, kind: int, endpoint: str, **opts) -> zmq.asyncio.Socket:
         s = self.ctx.socket(kind)

@@ -340,27 +340,31 @@ def test_systemd_notify_ready_watchdog_and_stopping(start_daemon, tmp_path):
 
 
 def test_user_profile_and_service_forecast_routes(start_daemon):
-    daemon = start_daemon({"state": {"user_history": 8}, "model": {"user_surge_new": 200}})
+    daemon = start_daemon({"state": {"user_history": 8}, "model": {"user_surge_new": 160}})
     names = wire.make_names(wire.NameKind.USER, [5], ["alice.example.org"])
     with EventPublisher(daemon.ingest) as pub:
         pub.send_frame(wire.MsgType.NAME, names)
         pub.send_frame(wire.MsgType.NAME, service_names([1], ["web"]))
         for k in range(30):  # three seconds of traffic: buckets close, forecasters learn
-            r = requests(50, services=(1,), users=10, seed=k)
-            r["user"][:5] = 5
+            r = requests(50, services=(1,), users=20, seed=k)
+            r["user"][r["user"] == 5] = 6
+            r["user"][:6] = 5  # alice cycles through three pages
+            r["resource"][:6] = [100, 200, 300, 100, 200, 300]
             pub.send_frame(wire.MsgType.REQUEST, r)
             time.sleep(0.1)
-    daemon.wait_for(lambda s: s["events_accepted"] == 1500, what="accepted")
+    daemon.wait_for(lambda s: s["navigation_learned"] == 1500, what="navigation learned")
     u = daemon.get("/v1/users/alice.example.org")
-    assert u["id"] == "5" and u["requests"] >= 150 and u["name"] == "alice.example.org"
+    assert u["id"] == "5" and u["requests"] == 180 and u["name"] == "alice.example.org"
+    top = u["next_resources"][0]  # after 200, 300 comes 100
+    assert top["id"] == "100" and top["probability"] > 0.5, u["next_resources"]
     assert sum(u["hourly_requests_utc"]) == u["requests"]
     assert len(u["recent_request_times_s"]) == 8 and u["recent_rate_per_min"] > 0
     assert daemon.get("/v1/users/5")["requests"] == u["requests"]
-    # a new user past 200 requests in an hour is flagged (alice sends ~285, others ~135)
+    # a new user past 160 requests in an hour is flagged (alice sends 180, others ~70)
     assert u["surges"] == 1 and u["surging"] is True
     assert daemon.get("/v1/stats")["user_surges"] == 1
     assert len(u["forecast_requests_next_24h"]) == 24
-    assert u["forecast_requests_next_24h"][0] >= 200  # no closed hour yet: the count so far
+    assert u["forecast_requests_next_24h"][0] >= 160  # no closed hour yet: the count so far
     f = daemon.get("/v1/services/web/forecast?horizon=6")
     assert f["horizon"] == 6 and f["unit"] == "requests/s"
     assert len(f["models"]["holt"]["mean"]) == 6

@@ -841,3 +841,29 @@ def test_restore_empty_engine():
     r.restore(meta, arrays)
     assert_same_state(e, r)
     assert len(r.tick(T0)) == 0
+
+
+def test_navigation_queue_is_bounded_and_counted_and_replay_learns_inline():
+    cfg = config.validate({"model": {"markov_queue_events": 1024}})
+    e = Engine(cfg)
+    frames = [reqs(T0 + k * 1000 + np.arange(1000), user=k) for k in range(3)]
+    for f in frames:
+        e.apply(MsgType.REQUEST, f, T0)
+    st = e.stats()
+    assert st["navigation_skipped"] == 2000 and st["navigation_queued"] == 1000
+    assert e.learn_navigation() == 1000 and e.learn_navigation() == 0
+    assert e.stats()["navigation_learned"] == 1000
+    r = Engine(cfg)
+    r.nav_inline = True  # replaying a journal: learn instead of skipping
+    for f in frames:
+        r.apply(MsgType.REQUEST, f, T0)
+    r.learn_navigation()
+    assert r.stats()["navigation_skipped"] == 0 and r.stats()["navigation_learned"] == 3000
+
+
+def test_checkpoint_state_holds_every_queued_navigation_event():
+    e = Engine(make_cfg())
+    e.apply(MsgType.REQUEST, reqs(T0 + np.arange(500)), T0)
+    meta, arrays = e.state()
+    assert meta["nav_learned"] == 500 and e.stats()["navigation_queued"] == 0
+    assert arrays["model.markov.meta"][1] == 499  # transitions after the first request

@@ -360,3 +360,29 @@ def test_eval_markov_cli(tmp_path):
     out = json.loads(buf.getvalue())
     assert set(out["models"]) == {"markov", "first_order", "most_popular"}
     assert out["sessions"]["train"] == 1000
+
+
+def test_compact_forgets_idle_users_and_keeps_the_heaviest_rows():
+    rng = np.random.default_rng(11)
+    m = Markov(half_life_s=0.0, session_gap_s=10.0)
+    n = 20_000
+    # one busy path 1 -> 2 -> 3 -> 1 ... and a long tail of random pages
+    users = rng.integers(0, 400, n).astype(np.uint64)
+    res = np.where(np.arange(n) % 2 == 0, rng.integers(1000, 5000, n),
+                   np.tile([1, 2, 3], n // 3 + 1)[:n]).astype(np.uint64)
+    busy = np.zeros(3000, np.uint64) + 7
+    path = np.tile(np.array([1, 2, 3], np.uint64), 1000)
+    m.learn({"user": np.concatenate([users, busy]), "resource": np.concatenate([res, path]),
+             "ts_us": np.arange(n + 3000, dtype=np.int64) * 1000})
+    rows_before = m.rows
+    before = m.predict({"context": np.array([[2, 3]], np.uint64), "k": 1})
+    now = (n + 3000) * 1000 + 11_000_000  # everyone idle past the 10 s gap
+    gone = m.compact(now, max_rows=200)
+    assert gone["users"] == 400 and len(m._users) == 0  # user 7 is among the 400
+    assert m.rows == 150 and gone["rows"] == rows_before - 150
+    after = m.predict({"context": np.array([[2, 3]], np.uint64), "k": 1})
+    assert after["resource"][0, 0] == before["resource"][0, 0] == 1
+    # it keeps learning after a compaction
+    m.learn({"user": np.array([9, 9, 9], np.uint64), "resource": np.array([1, 2, 3], np.uint64),
+             "ts_us": np.array([now, now + 1, now + 2], np.int64)})
+    assert m.predict({"users": np.array([9], np.uint64), "k": 1})["resource"][0, 0] == 1

@@ -145,6 +145,40 @@ class Markov(Model):
             self._grow_rows()
         self._clock = max(self._clock, int(ts.max()))
 
+    def compact(self, now_us: int, max_rows: int) -> dict[str, int]:
+        """Bound the memory: forget users idle past the session gap (their context has
+        ended), and when more than ``max_rows`` rows exist keep the 3/4 * ``max_rows``
+        with the most decayed transitions (order-0 rows always stay). Returns what went."""
+        hu = self._users.high_water
+        u = self.ust[:hu]
+        idle = np.flatnonzero((u[:, mk.R2] != mk.NONE) & (now_us - u[:, mk.UTS] > self._gap)
+                              & (self._users.ids[:hu] != EMPTY))
+        if len(idle):
+            self._users.release(slots=idle)
+            self.ust[idle, mk.R1] = self.ust[idle, mk.R2] = mk.NONE
+        nrows = self.rows
+        dropped = 0
+        if nrows > max_rows:
+            rm = self.rowm[:nrows]
+            w = rm[:, mk.TOT] * np.exp(-self._lam * np.maximum(0.0, now_us - rm[:, mk.TS]))
+            order0 = np.isin(self.row_key[:nrows], self._order0_keys())
+            w[order0] = np.inf
+            keep = np.sort(np.argsort(-w, kind="stable")[:max(1, max_rows * 3 // 4)])
+            old = {a: getattr(self, a)[keep].copy() for a in _ROW_ARRAYS}
+            cap, tsize = len(self.row_key), len(self._rkeys)
+            self._alloc_rows(cap, tsize)
+            for a, v in old.items():
+                getattr(self, a)[:len(keep)] = v
+            hm.insert_slots(self._rkeys, self._rvals, self.row_key[:len(keep)])
+            self._meta[mk.M_ROWS] = len(keep)
+            dropped = nrows - len(keep)
+        return {"users": len(idle), "rows": dropped}
+
+    def _order0_keys(self) -> np.ndarray:
+        segs = np.unique(self.ust[:self._users.high_water, mk.SEG])
+        return np.array([mk.row_key(0, int(g), mk.NONE, mk.NONE) for g in segs.tolist()],
+                        np.uint64)
+
     @property
     def transitions(self) -> int:
         """Requests learned that followed another one of the same session."""
