@@ -136,11 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "13-hour log in under a minute)")
     d.add_argument("--http", default="127.0.0.1:0")
     d.set_defaults(fn=cmd_demo)
+    from .agent_haproxy import add_agent_parser
     from .detect import add_detect_parser
+    from models.lstm import add_train_parser
     from .evaluate import add_eval_forecast_parser
     from .evaluate_markov import add_eval_markov_parser
 
     add_detect_parser(sub)
+    add_agent_parser(sub)
+    add_train_parser(sub)
     ev = sub.add_parser("eval", help="evaluate the models on a CSV or log").add_subparsers(
         dest="what", required=True)
     add_eval_forecast_parser(ev)

@@ -136,6 +136,8 @@ FORECASTERS: dict[str, Callable[..., object]] = {
     "arima": ARIMAForecaster,
     "seasonal_naive": SeasonalNaive,
     "statsmodels_ets": StatsmodelsETS,
+    "lstm": lambda **kw: __import__("models.forecasters").forecasters.LSTMForecaster(**kw),
+    "prophet": lambda **kw: __import__("models.forecasters").forecasters.ProphetForecaster(**kw),
 }
 
 
