@@ -138,6 +138,38 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "scale_down_window_s": Key(float, 300.0, "stabilisation before scaling down",
                                    _range(0)),
         "shadow": Key(bool, False, "publish deltas as advisory only"),
+        "bronze_quantile": Key(float, 0.5, "forecast quantile bronze-tier demand is provisioned "
+                               "for", _range(0.01, 0.999)),
+        "silver_quantile": Key(float, 0.9, "...silver tier", _range(0.01, 0.999)),
+        "gold_quantile": Key(float, 0.99, "...gold tier", _range(0.01, 0.999)),
+        "silver_headroom": Key(float, 0.1, "headroom added for the silver tier's share",
+                               _range(0, 10)),
+        "gold_headroom": Key(float, 0.2, "headroom added for the gold tier's share",
+                             _range(0, 10)),
+        "maxconn_per_replica": Key(int, 100, "connections one replica takes (TIER.maxconn)",
+                                   _range(1)),
+        "scale_up_period_s": Key(float, 15.0, "at most one scale-up (to 2x or +4) per period, "
+                                 "except in panic", _range(0)),
+        "scale_down_period_s": Key(float, 60.0, "at most one scale-down per period",
+                                   _range(0)),
+        "scale_down_fraction": Key(float, 0.5, "largest share of replicas one scale-down "
+                                   "removes", _range(0, 1, lo_open=True)),
+        "panic_factor": Key(float, 2.0, "observed load this many times the forecast switches "
+                            "to reacting on observed load", _range(1)),
+        "panic_window_s": Key(float, 60.0, "no scale-down for this long after a panic",
+                              _range(0)),
+        "anomaly_multiplier": Key(float, 1.3, "extra capacity for an anomalous service or a "
+                                  "surging user", _range(1)),
+        "prewarm_min_idle_s": Key(float, 60.0, "a service idle this long gets pre-warm orders "
+                                  "from its idle-time histogram", _range(1)),
+        "prewarm_quantile": Key(float, 0.05, "pre-warm at this quantile of past idle times",
+                                _range(0, 1)),
+        "peak_warm_ratio": Key(float, 1.5, "warm ahead when the hour's forecast peak is this "
+                               "many times the current forecast", _range(1)),
+        "prefetch_k": Key(int, 20, "resources in a service's prefetch list", _range(1, 1000)),
+        "needs_interval_s": Key(float, 10.0, "how often per-user needs, the per-service "
+                                "contextual adjustment and prefetch lists are recomputed",
+                                _range(0.1, 3600)),
     },
     "state": {
         "data_dir": Key(str, "./bae-data", "LMDB folder"),

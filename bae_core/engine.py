@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
+from statistics import NormalDist
 
 import numpy as np
 
-from . import policy, wire
+from . import needs, policy, wire
 from .errors import BAEError
 from .kernels import holt_winters as hw_kernels
 from .kernels import rates
@@ -29,6 +30,17 @@ MAX_CAMPAIGNS = 4096
 _NO_LOCK = contextlib.nullcontext()
 # the light per-user tier's smoothing (alpha, beta, gamma, phi) over hourly counts
 USER_RATE = (0.1, 0.01, 0.1, 0.98)
+Z90 = 1.2815515655446004
+_Z = NormalDist().inv_cdf
+
+
+def _per_service(exp: dict, services) -> np.ndarray:
+    """``expected_requests``' per-service totals laid out by service slot."""
+    out = np.zeros(services.rows)
+    slots = services.slots.find(exp["service"].astype(np.uint64))
+    ok = slots >= 0
+    np.add.at(out, slots[ok], exp["service_expected"][ok])
+    return out
 
 
 class Engine:
@@ -71,6 +83,18 @@ class Engine:
         self.nav_skipped = 0
         self.nav_learned = 0
         self.nav_inline = False  # learn a full queue at once instead of skipping (replay)
+        # context: requests by geography and device since the last needs pass, and their
+        # fast (minutes) and slow (a day) rates
+        self.geo_count = np.zeros(1 << 16)
+        self.device_count = np.zeros(256)
+        self._ctx_rates = {k: np.zeros((2, n)) for k, n in (("geo", 1 << 16), ("device", 256))}
+        self._needs_at = -1
+        self._lifts = {"geo": np.ones(1 << 16), "device": np.ones(256)}
+        self._svc_ctx_rps = np.zeros(0)  # per service slot: users' contextual adjustment
+        self._outputs: dict[str, np.ndarray] = {}
+        self.published_tiers: dict[int, np.ndarray] = {}  # service id -> its TIER records
+        self.published_prefetch: dict[int, np.ndarray] = {}  # service id -> PREFETCH list
+        self.published_prewarm: dict[int, np.ndarray] = {}  # service id -> last PREWARM
         self.campaigns = np.zeros(0, wire.CONTEXT)
         self.accepted = {t: 0 for t in wire.INPUT_TYPES}
         self.late_dropped = 0
@@ -101,6 +125,8 @@ class Engine:
         ts = r["ts_us"]
         u = users.assign(r["user"])
         user_kernels.touch(u, ts, users.last_seen_us, users.hourly, users.dirty, CHUNK_SHIFT)
+        user_kernels.context_counts(u, r["geo"], r["device"], users.geo, users.device,
+                                    self.geo_count, self.device_count)
         late, surged = hw_kernels.user_rate_update(
             u, ts, users.rate, *USER_RATE, m.user_surge_k, m.user_surge_min,
             m.user_surge_new, 24)
@@ -115,6 +141,8 @@ class Engine:
             m.alpha, m.beta, m.phi, m.bucket_s, svcs.late_dropped)
         rates.service_totals(s, r["status"], r["bytes"], r["latency_ms"], svcs.requests,
                              svcs.errors, svcs.bytes, svcs.latency_ms)
+        rates.service_activity(s, ts, users.tier[u], svcs.last_req_us, svcs.idle_hist,
+                               svcs.tier_counts, int(self.cfg.policy.prewarm_min_idle_s * 1e6))
         if "markov" in self.models:
             self._queue_navigation(r, users.segment[u])
 
@@ -162,6 +190,15 @@ class Engine:
         s = svcs.assign(r["service"])
         svcs.observed_replicas[s] = r["replicas"]
         svcs.cpu[s] = r["cpu"]
+        # start-up time: from a scale-up order to the replicas reported serving
+        done = (svcs.order_us[s] >= 0) & (r["replicas"] >= svcs.order_target[s]) & \
+            (r["ts_us"] > svcs.order_us[s])
+        if done.any():
+            ss = s[done]
+            took = (r["ts_us"][done] - svcs.order_us[ss]) / 1e6
+            prev = svcs.startup_s[ss]
+            svcs.startup_s[ss] = np.where(prev > 0, 0.7 * prev + 0.3 * took, took)
+            svcs.order_us[ss] = -1
         # requests per replica at the target utilisation, from the current smoothed rate
         ok = (r["replicas"] > 0) & (r["cpu"] > 0.01) & (svcs.n_obs[s] > 0)
         if ok.any():
@@ -216,9 +253,11 @@ class Engine:
     # ---- decisions ----------------------------------------------------------------
     def tick(self, now_us: int) -> np.ndarray:
         """Close finished buckets, forecast, and return ALLOCATION records for the services
-        whose allocation passed hysteresis (the caller publishes them)."""
+        whose allocation passed hysteresis (the caller publishes them, then the TIER,
+        PREWARM and PREFETCH records of ``take_outputs``)."""
         svcs, m, p = self.services, self.cfg.model, self.cfg.policy
         n = svcs.rows
+        self._outputs = {}
         self._drop_expired_campaigns(now_us)
         hour = now_us // hw_kernels.HOUR_US
         if hour > self._users_closed_hour:  # silent users' hours close as zero, hourly
@@ -230,38 +269,321 @@ class Engine:
         rates.close_all(n, until, svcs.ring_ids, svcs.ring_counts, svcs.closed, svcs.level,
                         svcs.trend, svcs.n_obs, svcs.hist, m.alpha, m.beta, m.phi, m.bucket_s)
         self._feed_models(n)
-        lead = max(1, int(round(p.lead_time_s / m.bucket_s)))
-        base = np.empty(n)
-        rates.forecast(svcs.level[:n], svcs.trend[:n], m.phi, lead, base)
+        if now_us - self._needs_at >= p.needs_interval_s * 1e6 or self._needs_at < 0:
+            self._update_needs(now_us)
+        # how far ahead: each service's learned start-up time, else the configured lead
+        lead_s = np.maximum(np.where(svcs.startup_s[:n] > 0, svcs.startup_s[:n],
+                                     p.lead_time_s), m.bucket_s)
+        steps = np.maximum(1, np.round(lead_s / m.bucket_s)).astype(np.int64)
+        base, widths = self._forecast_ahead(n, steps)
         # campaigns starting within the lead time count now: capacity is ready at start
-        mult = self.campaign_multipliers(now_us, now_us + int(p.lead_time_s * 1e6))
+        camp = self.campaign_multipliers(now_us, now_us + (lead_s * 1e6).astype(np.int64))
+        ctx_users = np.zeros(n)
+        k = min(n, len(self._svc_ctx_rps))
+        ctx_users[:k] = self._svc_ctx_rps[:k]
+        anomalous = self.models["anomaly"].predict({"slots": np.arange(n)})["flag"]
+        amult = np.where(anomalous, p.anomaly_multiplier, 1.0)
+        predicted = np.maximum(0.0, base + ctx_users) * camp * amult
+        context_adj = predicted / amult - base
+        rps_q = np.maximum(0.0, base[:, None] + widths + ctx_users[:, None]) \
+            * (camp * amult)[:, None]
+        counts = svcs.tier_counts[:n]
+        tot = counts.sum(1, keepdims=True)
+        share = np.where(tot > 0, counts / np.where(tot > 0, tot, 1.0), [[1.0, 0.0, 0.0]])
         learned = svcs.learned_rps_per_replica[:n]
         per_replica = np.where(learned > 0, learned, p.rps_per_replica)
+        headroom = np.array([p.headroom, p.headroom + p.silver_headroom,
+                             p.headroom + p.gold_headroom])
+        want, tier_reps = policy.tier_split(rps_q, share, per_replica, headroom,
+                                            p.min_replicas, p.max_replicas)
         ready = svcs.n_obs[:n] > 0
+        # panic: the last closed bucket far above the forecast: react to what is observed
+        pub = svcs.published[:n]
+        last = svcs.hist[np.arange(n), (svcs.n_obs[:n] - 1) % svcs.hist.shape[1]]
+        observed = np.where(ready, last, 0.0)
+        react = policy.replicas_for(observed, per_replica, p.headroom, p.min_replicas,
+                                    p.max_replicas)
+        panic = ready & (pub >= 0) & (observed > p.panic_factor * np.maximum(predicted, 1e-9)) \
+            & (react > pub)
+        svcs.panic_until_us[:n][panic] = now_us + int(p.panic_window_s * 1e6)
+        in_panic = svcs.panic_until_us[:n] > now_us
+        want = np.where(panic, np.maximum(want, react), want)
+        max_up, min_down = policy.rate_limits(
+            pub, svcs.last_up_us[:n], svcs.last_down_us[:n], now_us,
+            int(p.scale_up_period_s * 1e6), int(p.scale_down_period_s * 1e6),
+            p.scale_down_fraction, p.max_replicas)
+        max_up = np.where(panic, p.max_replicas, max_up)
+        min_down = np.where(in_panic, pub, min_down)
         decision = policy.decide(
-            base, mult, per_replica, p.headroom, p.min_replicas, p.max_replicas,
-            svcs.published[:n], svcs.down_since_us[:n], svcs.down_max[:n], now_us,
-            int(p.scale_down_window_s * 1e6), ready)
+            base, camp, per_replica, p.headroom, p.min_replicas, p.max_replicas,
+            pub, svcs.down_since_us[:n], svcs.down_max[:n], now_us,
+            int(p.scale_down_window_s * 1e6), ready, want=want, max_up=max_up,
+            min_down=min_down)
         svcs.desired[:n] = decision.desired
         changed = np.flatnonzero(decision.publish)
         out = np.zeros(len(changed), wire.ALLOCATION)
         if len(changed):
+            up = decision.desired[changed] > np.maximum(pub[changed], 0)
+            svcs.last_up_us[changed[up]] = now_us
+            svcs.last_down_us[changed[~up]] = now_us
+            svcs.order_us[changed[up]] = now_us
+            svcs.order_target[changed[up]] = decision.desired[changed[up]]
             out["ts_us"] = now_us
             out["service"] = svcs.slots.ids[changed]
             out["desired_replicas"] = decision.desired[changed]
-            out["previous_replicas"] = np.maximum(svcs.published[changed], 0)
+            out["previous_replicas"] = np.maximum(pub[changed], 0)
             out["observed_replicas"] = svcs.observed_replicas[changed]
             out["base_forecast"] = base[changed]
-            out["context_adjustment"] = base[changed] * (mult[changed] - 1.0)
-            out["predicted_rps"] = base[changed] * mult[changed]
+            out["context_adjustment"] = context_adj[changed]
+            out["predicted_rps"] = predicted[changed]
             out["rps_per_replica"] = per_replica[changed]
-            out["anomaly_multiplier"] = 1.0
-            out["lead_time_s"] = lead * m.bucket_s
+            out["anomaly_multiplier"] = amult[changed]
+            out["lead_time_s"] = steps[changed] * m.bucket_s
+            out["tier"] = np.where(share[changed, 2] > 0, 2,
+                                   np.where(share[changed, 1] > 0, 1, 0))
             reasons = decision.reasons[changed]
-            reasons |= np.where(learned[changed] > 0, 0, wire.Reason.DEFAULT_CAPACITY).astype(np.uint32)
-            reasons |= np.where(mult[changed] != 1.0, wire.Reason.CAMPAIGN, 0).astype(np.uint32)
+            u32 = np.uint32
+            reasons |= np.where(learned[changed] > 0, 0, wire.Reason.DEFAULT_CAPACITY).astype(u32)
+            reasons |= np.where(camp[changed] != 1.0, wire.Reason.CAMPAIGN, 0).astype(u32)
+            reasons |= np.where(anomalous[changed], wire.Reason.ANOMALY, 0).astype(u32)
+            reasons |= np.where(panic[changed], wire.Reason.PANIC, 0).astype(u32)
             out["reasons"] = reasons
-            svcs.published[changed] = decision.desired[changed]
+            pub[changed] = decision.desired[changed]
+        self._tiers_out(n, now_us, tier_reps, ready, changed, headroom)
+        self._prewarm_out(n, now_us, base, per_replica, steps)
+        return out
+
+    def _forecast_ahead(self, n: int, steps: np.ndarray):
+        """Per service: the highest request rate forecast over the next ``steps`` buckets
+        (the smoother's path, and Holt-Winters' once it is warm, whichever is higher), and
+        the width of each tier's quantile above it (from online ARIMA's intervals)."""
+        svcs, m, p = self.services, self.cfg.model, self.cfg.policy
+        phi = m.phi
+        # damped trend: the path is monotone, so its maximum is at step 1 or at the lead
+        ps1 = phi
+        psl = phi * (1 - phi ** steps) / (1 - phi) if phi < 1 else steps.astype(float)
+        lv, tr = svcs.level[:n], svcs.trend[:n]
+        base = np.maximum(lv + ps1 * tr, lv + psl * tr).clip(0)
+        per = self.per_seasonal
+        hsteps = np.maximum(1, -(-steps // per))
+        got = self.models["holt_winters"].predict({"h": int(hsteps.max()),
+                                                   "slots": np.arange(n)})["mean"]
+        mask = np.arange(got.shape[1])[None, :] < hsteps[:, None]
+        hw_max = np.where(mask, np.nan_to_num(got, nan=-np.inf), -np.inf).max(1)
+        base = np.maximum(base, hw_max)
+        h = int(steps.max())
+        q = self.models["arima"].predict({"h": h, "slots": np.arange(n)})
+        at = (np.arange(n), steps - 1)
+        sd = np.nan_to_num((q["p90"][at] - q["mean"][at]) / Z90, nan=0.0).clip(0)
+        z = np.array([_Z(p.bronze_quantile), _Z(p.silver_quantile), _Z(p.gold_quantile)])
+        widths = (sd[:, None] * z[None, :]).clip(0)
+        return base, widths
+
+    def _tiers_out(self, n, now_us, tier_reps, ready, changed, headroom) -> None:
+        """TIER records for services whose tier split changed (or whose allocation was
+        published)."""
+        svcs, p = self.services, self.cfg.policy
+        diff = ready & ((svcs.tier_pub[:n] != tier_reps).any(1))
+        diff[changed] = ready[changed]
+        idx = np.flatnonzero(diff)
+        if len(idx) == 0:
+            return
+        recs = np.zeros(3 * len(idx), wire.TIER)
+        recs["ts_us"] = now_us
+        recs["service"] = np.repeat(svcs.slots.ids[idx], 3)
+        recs["tier"] = np.tile(np.arange(3), len(idx))
+        reps = tier_reps[idx].ravel()
+        recs["replicas"] = reps
+        recs["maxconn"] = reps * p.maxconn_per_replica
+        recs["quantile"] = np.tile([p.bronze_quantile, p.silver_quantile, p.gold_quantile],
+                                   len(idx))
+        recs["headroom"] = np.tile(headroom, len(idx))
+        svcs.tier_pub[idx] = tier_reps[idx]
+        for j, sid in enumerate(svcs.slots.ids[idx].tolist()):
+            self.published_tiers[int(sid)] = recs[3 * j:3 * j + 3]
+        self._outputs["tier"] = recs
+
+    def _prewarm_out(self, n, now_us, base, per_replica, steps) -> None:
+        """PREWARM records: idle services whose traffic is expected back (idle-time
+        histogram), and services whose forecast peaks within the hour."""
+        svcs, p, m = self.services, self.cfg.policy, self.cfg.model
+        cand, at, conf = policy.prewarm_idle(
+            svcs.last_req_us[:n], svcs.idle_hist[:n], now_us,
+            int(p.prewarm_min_idle_s * 1e6), p.prewarm_quantile, 3)
+        cand &= svcs.prewarm_for_us[:n] != svcs.last_req_us[:n]  # once per idle period
+        idle = np.flatnonzero(cand)
+        reps = np.maximum(np.maximum(svcs.published[:n], svcs.down_max[:n]), 1)
+        recs = []
+        if len(idle):
+            r = np.zeros(len(idle), wire.PREWARM)
+            r["ts_us"], r["at_us"] = now_us, at[idle]
+            r["service"] = svcs.slots.ids[idle]
+            r["replicas"] = reps[idle]
+            r["reason"] = wire.PrewarmReason.IDLE_RETURN
+            r["confidence"] = conf[idle]
+            svcs.prewarm_for_us[idle] = svcs.last_req_us[idle]
+            recs.append(r)
+        # off-peak warming: Holt-Winters sees a peak within the hour
+        per = self.per_seasonal
+        hor = max(1, int(round(3600 / m.seasonal_bucket_s)))
+        f = self.models["holt_winters"].predict({"h": hor, "slots": np.arange(n)})["mean"]
+        f = np.nan_to_num(f, nan=0.0)
+        peak = f.max(1)
+        when = f.argmax(1)
+        peak_reps = policy.replicas_for(peak, per_replica, p.headroom, p.min_replicas,
+                                        p.max_replicas)
+        at_peak = (now_us + (when + 1) * int(m.seasonal_bucket_s * 1e6)
+                   - steps * self.bucket_us).astype(np.int64)
+        slot_at = at_peak // int(m.seasonal_bucket_s * 1e6)
+        warm = (peak > p.peak_warm_ratio * np.maximum(base, 1e-9)) \
+            & (peak_reps > np.maximum(svcs.published[:n], 0)) \
+            & (svcs.peak_warm_us[:n] != slot_at) & (per > 0)
+        pk = np.flatnonzero(warm)
+        if len(pk):
+            r = np.zeros(len(pk), wire.PREWARM)
+            r["ts_us"], r["at_us"] = now_us, np.maximum(at_peak[pk], now_us)
+            r["service"] = svcs.slots.ids[pk]
+            r["replicas"] = peak_reps[pk]
+            r["reason"] = wire.PrewarmReason.PEAK
+            r["confidence"] = 0.5
+            svcs.peak_warm_us[pk] = slot_at[pk]
+            recs.append(r)
+        if recs:
+            out = np.concatenate(recs)
+            for rec in out:
+                self.published_prewarm[int(rec["service"])] = rec.copy()
+            self._outputs["prewarm"] = out
+
+    def _update_needs(self, now_us: int) -> None:
+        """Per-user needs (``needs.predict_needs``), their contextual adjustment per
+        service (rps) and the prefetch lists."""
+        p, users = self.cfg.policy, self.users
+        dt = p.needs_interval_s if self._needs_at < 0 else max(
+            1e-3, (now_us - self._needs_at) / 1e6)
+        self._needs_at = now_us
+        lifts = {}
+        for key, counts in (("geo", self.geo_count), ("device", self.device_count)):
+            r = self._ctx_rates[key]
+            rate = counts / dt
+            r[0] += min(1.0, dt / 300.0) * (rate - r[0])
+            r[1] += min(1.0, dt / 86400.0) * (rate - r[1])
+            counts[:] = 0.0
+            lifts[key] = needs.context_lift(r[0], r[1], min_slow=0.01)
+        self._lifts = lifts
+        nsvc = self.services.rows
+        self._svc_ctx_rps = np.zeros(nsvc)
+        live = np.flatnonzero(users.slots.ids[:users.rows] != EMPTY)
+        if len(live) == 0 or "markov" not in self.models:
+            return
+        got = needs.predict_needs(live, users.rate, users.geo, users.device, users.segment,
+                                  now_us, p.needs_interval_s, lifts["geo"], lifts["device"],
+                                  self._segment_multipliers(now_us), p.anomaly_multiplier,
+                                  USER_RATE[3])
+        # only users expected to send something take part
+        act = got["needs"] > 1e-3
+        ids = users.slots.ids[live[act]]
+        mk = self.models["markov"]
+        with self.nav_lock:
+            with_ctx = mk.expected_requests(ids, got["needs"][act], now_us)
+            plain = mk.expected_requests(ids, got["base"][act], now_us)
+        delta = _per_service(with_ctx, self.services) - _per_service(plain, self.services)
+        self._svc_ctx_rps[:len(delta)] = delta[:nsvc] / p.needs_interval_s
+        self._prefetch_out(now_us, with_ctx)
+
+    def _prefetch_out(self, now_us: int, exp: dict) -> None:
+        """Per service, the ``prefetch_k`` resources with the most expected requests in
+        the next interval; published when a service's list changed by a fifth or more."""
+        k = self.cfg.policy.prefetch_k
+        svc = exp["resource_service"]
+        ok = svc != EMPTY
+        res, e, svc = exp["resource"][ok], exp["expected"][ok], svc[ok]
+        if len(res) == 0:
+            return
+        o = np.lexsort((res, -e, svc))
+        res, e, svc = res[o], e[o], svc[o]
+        starts = np.flatnonzero(np.r_[True, svc[1:] != svc[:-1]])
+        lens = np.diff(np.r_[starts, len(svc)])
+        rank = np.arange(len(svc)) - np.repeat(starts, lens)
+        tot = np.repeat(np.add.reduceat(e, starts), lens)
+        keep = rank < k
+        recs = np.zeros(int(keep.sum()), wire.PREFETCH)
+        recs["ts_us"] = now_us
+        recs["resource"], recs["service"] = res[keep], svc[keep]
+        recs["rank"] = rank[keep]
+        recs["probability"] = (e / np.where(tot > 0, tot, 1.0))[keep]
+        recs["expected_hits"] = e[keep]
+        out = []
+        for sid in np.unique(recs["service"]).tolist():
+            mine = recs[recs["service"] == sid]
+            old = self.published_prefetch.get(sid)
+            if old is not None:
+                same = len(np.intersect1d(old["resource"], mine["resource"]))
+                if same >= 0.8 * max(len(old), len(mine)):
+                    continue
+            self.published_prefetch[sid] = mine
+            out.append(mine)
+        if out:
+            self._outputs["prefetch"] = np.concatenate(out)
+
+    def _segment_multipliers(self, now_us: int) -> dict[int, float]:
+        """Multipliers of campaigns active now for one segment (all services)."""
+        c = self.campaigns
+        live = c[(c["start_us"] <= now_us) & (now_us < c["end_us"]) & (c["segment"] != wire.ALL)
+                 & (c["service"] == wire.ALL)]
+        out: dict[int, float] = {}
+        for rec in live:
+            g = int(rec["segment"])
+            out[g] = max(out.get(g, 1.0), float(rec["multiplier"]))
+        return out
+
+    def predict_user(self, key: str, now_us: int) -> dict | None:
+        """``predictResourceNeeds`` for one user (by id or registered name) over the next
+        ``policy.needs_interval_s``, with where the requests are expected to go."""
+        users, p = self.users, self.cfg.policy
+        uid = self._user_id(key)
+        slot = users.slots.find_one(uid) if uid is not None else -1
+        if slot < 0:
+            return None
+        got = needs.predict_needs(np.array([slot]), users.rate, users.geo, users.device,
+                                  users.segment, now_us, p.needs_interval_s,
+                                  self._lifts["geo"], self._lifts["device"],
+                                  self._segment_multipliers(now_us), p.anomaly_multiplier,
+                                  USER_RATE[3])
+        out = {"id": str(uid), "name": self.names[wire.NameKind.USER].get(uid),
+               "interval_s": p.needs_interval_s,
+               "segment": int(users.segment[slot]),
+               "tier": wire.Tier(int(users.tier[slot])).name.lower(),
+               **{k: round(float(v[0]), 6) for k, v in got.items()},
+               "next_resources": self.next_resources(uid), "services": {}}
+        if "markov" in self.models and got["needs"][0] > 0:
+            with self.nav_lock:
+                exp = self.models["markov"].expected_requests(
+                    np.array([uid], np.uint64), got["needs"], now_us)
+            out["services"] = {self.service_name(int(sv)): round(float(x), 6)
+                               for sv, x in zip(exp["service"], exp["service_expected"])}
+        return out
+
+    def _user_id(self, key: str) -> int | None:
+        uid = self._user_by_name.get(key)
+        if uid is None and key.isascii() and key.isdigit() and int(key) < wire.NO_ID:
+            uid = int(key)
+        return uid
+
+    def prefetch_list(self, slot: int) -> list[dict]:
+        """The service's last published prefetch list."""
+        recs = self.published_prefetch.get(int(self.services.slots.ids[slot]))
+        if recs is None:
+            return []
+        names = self.names[wire.NameKind.RESOURCE]
+        return [{"rank": int(r["rank"]), "resource": names.get(int(r["resource"]),
+                                                                str(int(r["resource"]))),
+                 "id": str(int(r["resource"])), "probability": round(float(r["probability"]), 4),
+                 "expected_hits": round(float(r["expected_hits"]), 3)} for r in recs]
+
+    def take_outputs(self) -> dict[str, np.ndarray]:
+        """The TIER, PREWARM and PREFETCH records of the last tick, by kind ("tier",
+        "prewarm", "prefetch"; absent when none)."""
+        out, self._outputs = self._outputs, {}
         return out
 
     def _feed_models(self, n: int) -> None:
@@ -313,9 +635,7 @@ class Engine:
     def user_profile(self, key: str, now_us: int) -> dict | None:
         """One user's state, by numeric id or registered name; None if unknown."""
         users = self.users
-        uid = self._user_by_name.get(key)
-        if uid is None and key.isascii() and key.isdigit() and int(key) < wire.NO_ID:
-            uid = int(key)
+        uid = self._user_id(key)
         slot = users.slots.find_one(uid) if uid is not None else -1
         if slot < 0:
             return None
@@ -362,22 +682,27 @@ class Engine:
                 for k in ("mean", "p50", "p90", "p99")}}
         return out
 
-    def campaign_multipliers(self, now_us: int, until_us: int | None = None) -> np.ndarray:
+    def campaign_multipliers(self, now_us: int, until_us=None) -> np.ndarray:
         """Per service slot, the largest multiplier among campaigns active at some time in
-        [``now_us``, ``until_us``] that name the service or all services (1.0 when none)."""
+        [``now_us``, ``until_us``] (a time, or one per service) that name the service or
+        all services (1.0 when none). Campaigns for one segment count through the users
+        (``needs``), not here."""
         n = self.services.rows
         mult = np.ones(n)
         c = self.campaigns
         if len(c) == 0 or n == 0:
             return mult
-        until_us = now_us if until_us is None else until_us
-        live = c[(c["start_us"] <= until_us) & (now_us < c["end_us"])]
+        until = np.broadcast_to(np.asarray(now_us if until_us is None else until_us,
+                                           np.int64), (n,))
+        live = c[(c["start_us"] <= until.max()) & (now_us < c["end_us"])
+                 & (c["segment"] == wire.ALL)]
         for rec in live:
+            on = until >= rec["start_us"]
             if rec["service"] == wire.ALL:
-                np.maximum(mult, rec["multiplier"], out=mult)
+                mult = np.where(on, np.maximum(mult, rec["multiplier"]), mult)
             else:
                 s = self.services.slots.find_one(int(rec["service"]))
-                if s >= 0:
+                if s >= 0 and on[s]:
                     mult[s] = max(mult[s], float(rec["multiplier"]))
         return mult
 

@@ -1,9 +1,14 @@
-"""The first capacity rule: replicas from a forecast, with scale-down stabilisation.
+"""The allocation policy, vectorised over services.
 
-desired = clamp(ceil(forecast x campaign multiplier x (1 + headroom) / rps per replica)).
-Scale-up is published at once; scale-down only after the desired count stayed below the
-published one for the whole stabilisation window, and then to the largest count seen in
-that window (as Kubernetes' HPA does).
+- ``tier_split``: replicas from each SLA tier's forecast quantile and headroom, weighted
+  by the tier's share of requests; when the upper bound caps them, gold is served first,
+  then silver, then bronze.
+- ``decide``: scale-up at once (at most to ``max_up``, the rate limit); scale-down only
+  after the desired count stayed below the published one for the whole stabilisation
+  window, then to the largest count seen in that window (as Kubernetes' HPA does), and
+  no lower than ``min_down``.
+- ``prewarm_idle``: from each service's histogram of idle times (Azure Functions' hybrid
+  policy), when an idle service's traffic is expected back.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .kernels.rates import idle_quantile
 from .wire import Reason
+
+TIERS = (0, 1, 2)  # bronze, silver, gold (wire.Tier)
 
 
 class Decision(NamedTuple):
@@ -27,25 +35,82 @@ def replicas_for(rps: np.ndarray, per_replica: np.ndarray, headroom: float, lo: 
     return np.clip(need, lo, hi).astype(np.int64)
 
 
+def tier_split(rps_q: np.ndarray, share: np.ndarray, per_replica: np.ndarray,
+               headroom: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rps_q[s, t]``: the forecast at tier t's quantile; ``share[s, t]``: tier t's share
+    of the service's requests (rows sum to 1); ``headroom[t]``. Returns (desired (n,),
+    replicas per tier (n, 3)), both int64; the tiers' replicas sum to desired."""
+    n = len(rps_q)
+    need = np.nan_to_num(rps_q, nan=0.0, posinf=0.0).clip(0) * share * (1.0 + headroom)
+    need = need / per_replica[:, None]
+    total = np.clip(np.ceil(need.sum(1) - 1e-9), lo, hi).astype(np.int64)
+    reps = np.zeros((n, 3), np.int64)
+    left = total.copy()
+    for t in TIERS[::-1]:  # gold first
+        r = np.minimum(np.ceil(need[:, t] - 1e-9).astype(np.int64), left)
+        reps[:, t] = r
+        left -= r
+    top = np.where(share[:, 2] > 0, 2, np.where(share[:, 1] > 0, 1, 0))
+    reps[np.arange(n), top] += left  # the floor and rounding go to the top tier served
+    return total, reps
+
+
 def decide(base: np.ndarray, mult: np.ndarray, per_replica: np.ndarray, headroom: float,
            lo: int, hi: int, published: np.ndarray, down_since: np.ndarray,
-           down_max: np.ndarray, now_us: int, window_us: int, ready: np.ndarray) -> Decision:
-    """Vectorised over services. Updates ``down_since`` and ``down_max`` in place."""
-    desired = replicas_for(base * mult, per_replica, headroom, lo, hi)
-    first = ready & (published < 0)
-    up = ready & (published >= 0) & (desired > published)
-    lower = ready & (published >= 0) & (desired < published)
+           down_max: np.ndarray, now_us: int, window_us: int, ready: np.ndarray,
+           want: np.ndarray | None = None, max_up: np.ndarray | None = None,
+           min_down: np.ndarray | None = None) -> Decision:
+    """Vectorised over services; ``want`` (replicas) replaces the rule from ``base``.
+    Updates ``down_since`` and ``down_max`` in place."""
+    desired = replicas_for(base * mult, per_replica, headroom, lo, hi) if want is None \
+        else np.asarray(want, np.int64).copy()
+    had = published >= 0
+    if max_up is not None:
+        desired = np.where(had, np.minimum(desired, np.maximum(max_up, published)), desired)
+    first = ready & ~had
+    up = ready & had & (desired > published)
+    lower = ready & had & (desired < published)
     starting = lower & (down_since < 0)
     down_since[starting] = now_us
     down_max[starting] = desired[starting]
     down_max[lower] = np.maximum(down_max[lower], desired[lower])
-    not_lower = ~lower
-    down_since[not_lower] = -1
-    down = lower & (now_us - down_since >= window_us)
-    desired = np.where(down, down_max, desired)
+    down_since[~lower] = -1
+    target = down_max if min_down is None else np.maximum(down_max, min_down)
+    down = lower & (now_us - down_since >= window_us) & (target < published)
+    desired = np.where(down, target, desired)
     down_since[down] = -1
-    reasons = np.zeros(len(base), np.uint32)
+    reasons = np.zeros(len(desired), np.uint32)
     reasons[first] |= np.uint32(Reason.FIRST)
     reasons[up] |= np.uint32(Reason.SCALE_UP)
     reasons[down] |= np.uint32(Reason.SCALE_DOWN)
     return Decision(desired, first | up | down, reasons)
+
+
+def rate_limits(published: np.ndarray, last_up_us: np.ndarray, last_down_us: np.ndarray,
+                now_us: int, up_period_us: int, down_period_us: int, down_fraction: float,
+                hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """(max_up, min_down) per service: at most one scale-up per ``up_period_us``, to
+    ``max(2 x, + 4)`` replicas (HPA's default), and one scale-down per
+    ``down_period_us`` by at most ``down_fraction`` of the replicas (at least one)."""
+    up_ok = now_us - last_up_us >= up_period_us
+    max_up = np.where(up_ok, np.minimum(hi, published + np.maximum(4, published)), published)
+    down_ok = now_us - last_down_us >= down_period_us
+    step = np.maximum(1, (published * down_fraction).astype(np.int64))
+    min_down = np.where(down_ok, published - step, published)
+    return max_up, min_down
+
+
+def prewarm_idle(last_req_us: np.ndarray, idle_hist: np.ndarray, now_us: int,
+                 min_idle_us: int, quantile: float, min_samples: int):
+    """Services idle now whose idle-time histogram has ``min_samples`` gaps: (mask, when
+    traffic is expected back (the ``quantile`` of the idle times, at least now),
+    confidence = the share of past idle times at least as long as the current one)."""
+    idle_for = now_us - last_req_us
+    seen = idle_hist.sum(1)
+    cand = (last_req_us > 0) & (idle_for > min_idle_us) & (seen >= min_samples)
+    back_s = idle_quantile(idle_hist, quantile)
+    at = np.maximum(last_req_us + np.nan_to_num(back_s, nan=0.0) * 1e6, now_us).astype(np.int64)
+    k = np.floor(np.log2(np.maximum(idle_for, 1) / 1e6)).clip(0, idle_hist.shape[1] - 1)
+    longer = np.where(np.arange(idle_hist.shape[1])[None, :] >= k[:, None], idle_hist, 0.0)
+    conf = longer.sum(1) / np.where(seen > 0, seen, 1.0)
+    return cand, at, conf

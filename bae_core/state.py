@@ -13,6 +13,7 @@ from ext.ringbuf import RingBuffer
 
 from .kernels.hashmap import cached_slots
 from .kernels.holt_winters import RATE_FILL, R_WIDTH
+from .kernels.rates import IDLE_BINS
 from .slots import EMPTY, SlotMap
 
 CHUNK_SHIFT = 14
@@ -131,7 +132,8 @@ class Users(Columns):
 
     FIELDS = {"last_seen_us": (np.int64, 0, ()), "segment": (np.uint32, 0, ()),
               "tier": (np.uint8, 0, ()), "hourly": (np.float32, 0.0, (HOURS,)),
-              "rate": (np.float32, RATE_FILL, (R_WIDTH,))}
+              "rate": (np.float32, RATE_FILL, (R_WIDTH,)), "geo": (np.uint16, 0, ()),
+              "device": (np.uint8, 0, ())}
 
     def __init__(self, capacity: int = 1024, recent: int = 0):
         super().__init__(capacity)
@@ -179,7 +181,8 @@ class Segments(Columns):
 
 
 class Services(Columns):
-    """Per-service state: bucket rings, smoothing, history, capacity and allocation."""
+    """Per-service state: bucket rings, smoothing, history, capacity, allocation and the
+    policy's memory (idle times, tier mix, learned start-up time, rate limits)."""
 
     FIELDS = {
         "closed": (np.int64, -1, ()), "level": (np.float64, 0.0, ()),
@@ -193,6 +196,14 @@ class Services(Columns):
         "fed": (np.int64, 0, ()),  # closed buckets already handed to the models
         "agg_sum": (np.float64, 0.0, ()),  # closed buckets summed towards one seasonal step
         "agg_n": (np.int64, 0, ()),
+        # policy
+        "last_req_us": (np.int64, 0, ()), "idle_hist": (np.float64, 0.0, (IDLE_BINS,)),
+        "tier_counts": (np.float64, 0.0, (3,)), "tier_pub": (np.int64, -1, (3,)),
+        "startup_s": (np.float64, 0.0, ()),  # learned: scale-up order -> replicas serving
+        "order_us": (np.int64, -1, ()), "order_target": (np.int64, 0, ()),
+        "panic_until_us": (np.int64, 0, ()), "last_up_us": (np.int64, 0, ()),
+        "last_down_us": (np.int64, 0, ()), "prewarm_for_us": (np.int64, -1, ()),
+        "peak_warm_us": (np.int64, -1, ()),
     }
 
     def __init__(self, ring: int, history: int, capacity: int = 64):

@@ -79,6 +79,13 @@ class Reason(IntEnum):
     FIRST = 64
 
 
+class PrewarmReason(IntEnum):
+    """PREWARM.reason: why capacity should be ready at ``at_us``."""
+
+    IDLE_RETURN = 1  # an idle service's traffic is expected back (idle-time histogram)
+    PEAK = 2  # the forecast peaks within the hour
+
+
 def _dt(fields):
     return np.dtype(
         {

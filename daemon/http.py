@@ -8,6 +8,8 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from bae_core import wire
+
 from . import metrics
 
 OPEN = ("/healthz", "/readyz")
@@ -90,6 +92,24 @@ def make_app(daemon) -> web.Application:
                                      status=404)
         return web.json_response(view)
 
+    async def prediction(request):
+        e = daemon.engine
+        key = request.match_info["id"]
+        view = e.predict_user(key, int(time.time() * 1e6))
+        if view is None:
+            return web.json_response({"error": f"unknown or evicted user {key!r}",
+                                      "fix": "use the numeric id or a registered name"},
+                                     status=404)
+        return web.json_response(view)
+
+    async def prefetch(request):
+        e = daemon.engine
+        slot = e.find_service(request.match_info["name"])
+        if slot < 0:
+            return unknown_service(request)
+        return web.json_response({"service": e.service_name(int(e.services.slots.ids[slot])),
+                                  "resources": e.prefetch_list(slot)})
+
     async def allocations(_):
         e = daemon.engine
         recs = e.allocations(int(time.time() * 1e6))
@@ -97,7 +117,11 @@ def make_app(daemon) -> web.Application:
                                   "advisory": daemon.cfg.policy.shadow, "allocations": [
             {"service": e.service_name(int(r["service"])), "id": int(r["service"]),
              "desired_replicas": int(r["desired_replicas"]),
-             "rps_per_replica": float(r["rps_per_replica"])} for r in recs]})
+             "rps_per_replica": float(r["rps_per_replica"]),
+             "tiers": {wire.Tier(int(t["tier"])).name.lower(): {
+                 "replicas": int(t["replicas"]), "maxconn": int(t["maxconn"]),
+                 "quantile": round(float(t["quantile"]), 4)}
+                 for t in e.published_tiers.get(int(r["service"]), [])}} for r in recs]})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -108,4 +132,6 @@ def make_app(daemon) -> web.Application:
     app.router.add_get("/v1/services/{name}/forecast", forecast)
     app.router.add_get("/v1/users/{id}", user)
     app.router.add_get("/v1/allocations", allocations)
+    app.router.add_get("/v1/predictions/users/{id}", prediction)
+    app.router.add_get("/v1/prefetch/{name}", prefetch)
     return app

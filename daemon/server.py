@@ -37,6 +37,10 @@ from .systemd import Notifier, watchdog_loop
 log = logging.getLogger("bae.daemon")
 
 
+OUTPUT_KINDS = {"tier": wire.MsgType.TIER, "prewarm": wire.MsgType.PREWARM,
+                "prefetch": wire.MsgType.PREFETCH}
+
+
 def now_us() -> int:
     return ingest_mod.now_us()
 
@@ -383,6 +387,8 @@ class Daemon:
         allocs = self.engine.tick(now_us())
         if len(allocs):
             self._publish(wire.MsgType.ALLOCATION, allocs)
+        for kind, recs in self.engine.take_outputs().items():
+            self._publish(OUTPUT_KINDS[kind], recs)
 
     async def _ticker(self) -> None:
         period = self.cfg.policy.tick_s
@@ -417,6 +423,11 @@ class Daemon:
         e, s = self.engine, self.seq
         parts = [(wire.MsgType.NAME, e.service_names()),
                  (wire.MsgType.ALLOCATION, e.allocations(now_us()))]
+        for mtype, held in ((wire.MsgType.TIER, e.published_tiers),
+                            (wire.MsgType.PREWARM, e.published_prewarm),
+                            (wire.MsgType.PREFETCH, e.published_prefetch)):
+            if held:
+                parts.append((mtype, np.concatenate([np.atleast_1d(r) for r in held.values()])))
         for mtype, recs in parts:
             if len(recs):
                 hdr, body = wire.encode(mtype, recs, self.instance_id, s, self._flags)

@@ -19,7 +19,8 @@ PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthC
 
 def make_cfg(bucket_s=1.0, late_buckets=2, history=360, **policy_kw):
     pol = {"lead_time_s": 1.0, "scale_down_window_s": 10.0, "rps_per_replica": 10.0,
-           "headroom": 0.0, "min_replicas": 1, "max_replicas": 100}
+           "headroom": 0.0, "min_replicas": 1, "max_replicas": 100,
+           "scale_up_period_s": 0.0, "scale_down_period_s": 0.0, "scale_down_fraction": 1.0}
     pol.update(policy_kw)
     return config.validate({"model": {"bucket_s": bucket_s, "late_buckets": late_buckets,
                                       "history": history},

@@ -138,3 +138,33 @@ def closed_since(fed, n_obs, hist):
     start = np.repeat(n_obs[which] - counts, counts)
     offset = np.arange(len(slots)) - np.repeat(np.cumsum(counts) - counts, counts)
     return slots.astype(np.int64), hist[slots, (start + offset) % h]
+
+
+IDLE_BINS = 24  # idle-time histogram: bin k holds gaps of [2**k, 2**(k+1)) seconds
+
+
+@njit(**JIT)
+def service_activity(svc, ts, tier, last_req_us, idle_hist, tier_counts, min_gap_us):
+    """Per request: count it under its user's SLA tier, and when its service had been
+    idle for more than ``min_gap_us`` record the idle time in the service's histogram
+    (log2 bins of seconds)."""
+    nb = idle_hist.shape[1]
+    for i in range(svc.shape[0]):
+        s = svc[i]
+        t = ts[i]
+        tier_counts[s, tier[i]] += 1.0
+        last = last_req_us[s]
+        if last > 0 and t - last > min_gap_us:
+            k = int(np.log2((t - last) / 1e6))
+            idle_hist[s, min(max(k, 0), nb - 1)] += 1.0
+        if t > last:
+            last_req_us[s] = t
+
+
+def idle_quantile(hist: np.ndarray, q: float) -> np.ndarray:
+    """Per row of an idle-time histogram, the lower edge (seconds) of the bin holding the
+    q-quantile (NaN where the row is empty)."""
+    tot = hist.sum(1)
+    cum = np.cumsum(hist, 1) / np.where(tot > 0, tot, 1)[:, None]
+    k = (cum < q).sum(1)
+    return np.where(tot > 0, 2.0 ** np.minimum(k, hist.shape[1] - 1), np.nan)

@@ -43,3 +43,14 @@ def fold(users, user_seg_slot, hourly, seg_requests, seg_evicted, seg_hourly):
         for h in range(hourly.shape[1]):
             seg_hourly[g, h] += hourly[u, h]
             seg_requests[g] += np.int64(hourly[u, h])
+
+
+@njit(**JIT)
+def context_counts(slots, geo, device, user_geo, user_device, geo_count, device_count):
+    """Remember each user's latest geography and device, and count requests by both."""
+    for i in range(slots.shape[0]):
+        u = slots[i]
+        user_geo[u] = geo[i]
+        user_device[u] = device[i]
+        geo_count[geo[i]] += 1.0
+        device_count[device[i]] += 1.0

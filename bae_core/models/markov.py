@@ -242,7 +242,7 @@ class Markov(Model):
         over ``users`` (default: every user whose session is still open at ``now_us``) of
         ``counts`` (that user's expected requests in the interval; scalar or per user)
         times its next-step distribution. Returns ``resource`` / ``expected`` (every
-        resource with a non-zero expectation), ``service`` / ``service_expected`` (by the
+        resource with a non-zero expectation) / ``resource_service`` (EMPTY if unknown), ``service`` / ``service_expected`` (by the
         ``service`` learned with each resource; resources without one are left out) and
         ``unplaced`` (weight of users in segments the model knows nothing about)."""
         now = self._clock if now_us is None else int(now_us)
@@ -266,6 +266,7 @@ class Markov(Model):
         nz = np.flatnonzero(out_res[:hw])
         keep = svc_ids != EMPTY
         return {"resource": self._res.ids[nz].copy(), "expected": out_res[nz],
+                "resource_service": self._res_svc[nz].copy(),
                 "service": svc_ids[keep].astype(np.uint32), "service_expected": out_svc[keep],
                 "unplaced": float(lost)}
 
