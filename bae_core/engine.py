@@ -34,15 +34,6 @@ Z90 = 1.2815515655446004
 _Z = NormalDist().inv_cdf
 
 
-def _per_service(exp: dict, services) -> np.ndarray:
-    """``expected_requests``' per-service totals laid out by service slot."""
-    out = np.zeros(services.rows)
-    slots = services.slots.find(exp["service"].astype(np.uint64))
-    ok = slots >= 0
-    np.add.at(out, slots[ok], exp["service_expected"][ok])
-    return out
-
-
 class Engine:
     """All model state of one daemon. ``apply`` takes validated records of any input type;
     ``tick`` closes buckets and returns the allocation deltas to publish."""
@@ -89,6 +80,8 @@ class Engine:
         self.device_count = np.zeros(256)
         self._ctx_rates = {k: np.zeros((2, n)) for k, n in (("geo", 1 << 16), ("device", 256))}
         self._needs_at = -1
+        self.needs_inline = True  # the daemon runs compute_needs in its worker instead
+        self._needs_ready: dict | None = None
         self._lifts = {"geo": np.ones(1 << 16), "device": np.ones(256)}
         self._svc_ctx_rps = np.zeros(0)  # per service slot: users' contextual adjustment
         self._outputs: dict[str, np.ndarray] = {}
@@ -270,7 +263,12 @@ class Engine:
                         svcs.trend, svcs.n_obs, svcs.hist, m.alpha, m.beta, m.phi, m.bucket_s)
         self._feed_models(n)
         if now_us - self._needs_at >= p.needs_interval_s * 1e6 or self._needs_at < 0:
-            self._update_needs(now_us)
+            self._update_lifts(now_us)
+            if self.needs_inline:
+                self._needs_ready = self.compute_needs(now_us)
+        if self._needs_ready is not None:
+            ready_needs, self._needs_ready = self._needs_ready, None
+            self._apply_needs(ready_needs)
         # how far ahead: each service's learned start-up time, else the configured lead
         lead_s = np.maximum(np.where(svcs.startup_s[:n] > 0, svcs.startup_s[:n],
                                      p.lead_time_s), m.bucket_s)
@@ -454,11 +452,10 @@ class Engine:
                 self.published_prewarm[int(rec["service"])] = rec.copy()
             self._outputs["prewarm"] = out
 
-    def _update_needs(self, now_us: int) -> None:
-        """Per-user needs (``needs.predict_needs``), their contextual adjustment per
-        service (rps) and the prefetch lists."""
-        p, users = self.cfg.policy, self.users
-        dt = p.needs_interval_s if self._needs_at < 0 else max(
+    def _update_lifts(self, now_us: int) -> None:
+        """Geography and device rates (fast and slow) from the counts since the last call,
+        and their lifts (``needs.context_lift``)."""
+        dt = self.cfg.policy.needs_interval_s if self._needs_at < 0 else max(
             1e-3, (now_us - self._needs_at) / 1e6)
         self._needs_at = now_us
         lifts = {}
@@ -470,25 +467,45 @@ class Engine:
             counts[:] = 0.0
             lifts[key] = needs.context_lift(r[0], r[1], min_slow=0.01)
         self._lifts = lifts
-        nsvc = self.services.rows
-        self._svc_ctx_rps = np.zeros(nsvc)
+
+    def compute_needs(self, now_us: int) -> dict | None:
+        """The needs pass: ``needs.predict_needs`` for every user, routed to services and
+        resources through the navigation model. Heavy (about 0.5 s at a million users):
+        the daemon runs it in its worker thread and hands the result to ``offer_needs``;
+        it only reads engine state. None without users or the navigation model."""
+        p, users = self.cfg.policy, self.users
         live = np.flatnonzero(users.slots.ids[:users.rows] != EMPTY)
         if len(live) == 0 or "markov" not in self.models:
-            return
+            return None
         got = needs.predict_needs(live, users.rate, users.geo, users.device, users.segment,
-                                  now_us, p.needs_interval_s, lifts["geo"], lifts["device"],
-                                  self._segment_multipliers(now_us), p.anomaly_multiplier,
-                                  USER_RATE[3])
-        # only users expected to send something take part
-        act = got["needs"] > 1e-3
+                                  now_us, p.needs_interval_s, self._lifts["geo"],
+                                  self._lifts["device"], self._segment_multipliers(now_us),
+                                  p.anomaly_multiplier, USER_RATE[3])
+        act = got["needs"] > 1e-3  # only users expected to send something take part
         ids = users.slots.ids[live[act]]
         mk = self.models["markov"]
         with self.nav_lock:
             with_ctx = mk.expected_requests(ids, got["needs"][act], now_us)
             plain = mk.expected_requests(ids, got["base"][act], now_us)
-        delta = _per_service(with_ctx, self.services) - _per_service(plain, self.services)
-        self._svc_ctx_rps[:len(delta)] = delta[:nsvc] / p.needs_interval_s
-        self._prefetch_out(now_us, with_ctx)
+        svc = np.union1d(with_ctx["service"], plain["service"])
+        delta = np.zeros(len(svc))
+        np.add.at(delta, np.searchsorted(svc, with_ctx["service"]), with_ctx["service_expected"])
+        np.add.at(delta, np.searchsorted(svc, plain["service"]), -plain["service_expected"])
+        return {"now_us": now_us, "service": svc, "ctx_rps": delta / p.needs_interval_s,
+                "expected": with_ctx}
+
+    def offer_needs(self, result: dict | None) -> None:
+        """Hand a needs pass to the next tick (callable from another thread)."""
+        self._needs_ready = result
+
+    def _apply_needs(self, result: dict | None) -> None:
+        self._svc_ctx_rps = np.zeros(self.services.rows)
+        if result is None:
+            return
+        slots = self.services.slots.find(result["service"].astype(np.uint64))
+        ok = (slots >= 0) & (slots < len(self._svc_ctx_rps))
+        self._svc_ctx_rps[slots[ok]] = result["ctx_rps"][ok]
+        self._prefetch_out(result["now_us"], result["expected"])
 
     def _prefetch_out(self, now_us: int, exp: dict) -> None:
         """Per service, the ``prefetch_k`` resources with the most expected requests in

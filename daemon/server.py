@@ -172,6 +172,7 @@ class Daemon:
         Engine.warm_up(cfg, now_us())
         log.info("kernels ready", extra={"seconds": round(time.monotonic() - t0, 3)})
         self._open_state()
+        self.engine.needs_inline = False  # the worker thread runs the needs pass
         nav = threading.Thread(target=self._learn_navigation, name="bae-navigation",
                                daemon=True)
         nav.start()
@@ -257,16 +258,23 @@ class Daemon:
                                        **self.stats()})
 
     def _learn_navigation(self) -> None:
-        """Worker thread: teach the navigation model what ingest queued (the kernel
-        releases the GIL), so ingest never waits for it."""
-        if "markov" not in self.engine.models:
+        """Worker thread: teach the navigation model what ingest queued, and run the needs
+        pass every ``policy.needs_interval_s`` (the kernels release the GIL), so ingest
+        and ticks never wait for either."""
+        e = self.engine
+        if "markov" not in e.models:
             return
+        every = self.cfg.policy.needs_interval_s
+        next_needs = time.monotonic() + every
         while not self._nav_stop.is_set():
             try:
-                if self.engine.learn_navigation(16384) == 0:
+                if time.monotonic() >= next_needs:
+                    next_needs = time.monotonic() + every
+                    e.offer_needs(e.compute_needs(now_us()))
+                if e.learn_navigation(16384) == 0:
                     self._nav_stop.wait(0.01)
             except Exception:  # a bug here must not stop learning for good
-                log.exception("navigation learning failed")
+                log.exception("navigation worker failed")
                 self._nav_stop.wait(1.0)
 
     def _bind(self, kind: int, endpoint: str, **opts) -> zmq.asyncio.Socket:

@@ -56,9 +56,12 @@ class OnlineARIMA(Model):
 
     def predict(self, query: dict) -> dict[str, np.ndarray]:
         h = int(query["h"])
-        slots = np.ascontiguousarray(query.get("slots", np.arange(self.n_series)), np.int64)
+        asked = np.ascontiguousarray(query.get("slots", np.arange(self.n_series)), np.int64)
+        known = (asked >= 0) & (asked < self.n_series)
+        slots = np.where(known, asked, 0)  # series never learned: NaN below
         mean = np.empty((len(slots), h))
         k.forecast(slots, h, self.m, self.d, self.gamma, self.hist, self.n, self.scale, mean)
+        mean[~known] = np.nan
         scale = np.where(self.scale[slots] > 1e-12, self.scale[slots], 1.0)
         sigma = (np.sqrt(self.err[slots]) * scale)[:, None] * np.sqrt(
             np.arange(1, h + 1))[None, :]
