@@ -131,6 +131,68 @@ class ARIMAForecaster:
         return out["mean"][0], out["p90"][0]
 
 
+class EnsembleForecaster:
+    """Per-series model selection (``bae_core.models.ensemble``) over ``members``
+    (default holt_winters and lstm; ``--ensemble-members`` adds arima or prophet): every
+    ``horizon`` steps (at least 6) after two seasons each member forecasts ``horizon``
+    steps; once the targets are seen its mean absolute error joins its rolling error
+    (decay 0.05), and the forecast is the members' weighted mean with weights
+    error^-8 (p90 likewise). Members that cannot be built (lstm without onnxruntime) are
+    left out."""
+
+    MEMBERS = ("holt_winters", "lstm")
+
+    def __init__(self, season: int, season2: int = 0, horizon: int = 1, members=None, **_):
+        from bae_core.models.ensemble import Ensemble
+        self.h, self.every = horizon, max(horizon, 6)
+        self.members, names = [], []
+        for name in members or self.MEMBERS:
+            try:
+                self.members.append(FORECASTERS[name](season=season, season2=season2,
+                                                      horizon=horizon))
+                names.append(name)
+            except ImportError:
+                continue
+        self.ens = Ensemble(members=tuple(names), n_series=1, decay=0.05, power=8.0)
+        self.y = np.empty(0)
+        self.start = max(2 * season, horizon)
+        self.next_at = self.start
+        self.pending: list[tuple[int, np.ndarray]] = []
+
+    def update(self, values: np.ndarray) -> None:
+        values = np.asarray(values, np.float64)
+        i = 0
+        while i < len(values):
+            take = min(len(values) - i, max(1, self.next_at - len(self.y)))
+            chunk = values[i:i + take]
+            for m in self.members:
+                m.update(chunk)
+            self.y = np.concatenate([self.y, chunk])
+            i += take
+            self._score()
+            if len(self.y) >= self.next_at:
+                self.pending.append((len(self.y), np.stack(
+                    [np.asarray(m.forecast(self.h)[0], float) for m in self.members])))
+                self.next_at = len(self.y) + self.every
+
+    def _score(self) -> None:
+        done = [(t, f) for t, f in self.pending if t + self.h <= len(self.y)]
+        self.pending = [(t, f) for t, f in self.pending if t + self.h > len(self.y)]
+        for t, f in done:
+            err = np.mean(np.abs(self.y[t:t + self.h][None, :] - f), 1)
+            self.ens.learn({"slot": np.zeros(1, np.int64), "error": err[None, :]})
+
+    def forecast(self, h: int):
+        got = [m.forecast(h) for m in self.members]
+        mean = np.stack([np.asarray(g[0], float) for g in got])[None]
+        p90 = np.stack([np.asarray(g[1], float) for g in got])[None]
+        slot = np.zeros(1, np.int64)
+        w = self.ens.predict({"slots": slot, "forecasts": mean})
+        wp = self.ens.predict({"slots": slot, "forecasts": p90})
+        self.last_weights = dict(zip(self.ens.members, w["weights"][0].round(3).tolist()))
+        return w["mean"][0], wp["mean"][0]
+
+
 FORECASTERS: dict[str, Callable[..., object]] = {
     "holt_winters": HoltWintersForecaster,
     "arima": ARIMAForecaster,
@@ -138,6 +200,7 @@ FORECASTERS: dict[str, Callable[..., object]] = {
     "statsmodels_ets": StatsmodelsETS,
     "lstm": lambda **kw: __import__("models.forecasters").forecasters.LSTMForecaster(**kw),
     "prophet": lambda **kw: __import__("models.forecasters").forecasters.ProphetForecaster(**kw),
+    "ensemble": EnsembleForecaster,
 }
 
 
@@ -242,7 +305,8 @@ def _smape(y, f):
 
 
 def eval_series(y: np.ndarray, season: int, horizon: int, models=None, season2: int = 0,
-                origins: int = 24, initial: int | None = None) -> dict:
+                origins: int = 24, initial: int | None = None,
+                ensemble_members=None) -> dict:
     """Rolling-origin evaluation of the named models on one regular series."""
     if season < 1:
         raise ConfigError("--season", f"season must be >= 1, got {season}",
@@ -267,7 +331,8 @@ def eval_series(y: np.ndarray, season: int, horizon: int, models=None, season2: 
             raise ConfigError("models", f"unknown model {name!r}",
                               f"use some of {sorted(FORECASTERS)}")
         try:
-            fc = FORECASTERS[name](season=season, season2=season2, horizon=horizon)
+            extra = {"members": ensemble_members} if name == "ensemble" else {}
+            fc = FORECASTERS[name](season=season, season2=season2, horizon=horizon, **extra)
         except ImportError as e:
             notes.append(f"{name} skipped: {e}")
             continue
@@ -300,14 +365,14 @@ def eval_series(y: np.ndarray, season: int, horizon: int, models=None, season2: 
 def eval_forecast(path, value_column: str, timestamp_column: str | None = None,
                   step_seconds: float | None = None, season: int = 288, horizon: int = 12,
                   models=None, season2: int | None = None, origins: int = 24,
-                  initial: int | None = None) -> dict:
+                  initial: int | None = None, ensemble_members=None) -> dict:
     """Read ``path`` and evaluate; ``season2`` defaults to a week of ``season`` steps
     (7 * season) when the series holds at least three weeks, else 0."""
     y, step, counts = read_series(path, value_column, timestamp_column, step_seconds)
     if season2 is None:
         season2 = 7 * season if len(y) >= 21 * season else 0
     res = eval_series(y, season, horizon, models, season2=season2, origins=origins,
-                      initial=initial)
+                      initial=initial, ensemble_members=ensemble_members)
     res.update(file=str(path), value_column=value_column, step_seconds=step, input=counts)
     return res
 
@@ -318,7 +383,9 @@ def cmd_eval_forecast(args) -> int:
     res = eval_forecast(args.file, args.value_column, args.timestamp_column,
                         args.step_seconds, args.season, args.horizon,
                         models=args.models.split(",") if args.models else None,
-                        season2=args.season2, origins=args.origins)
+                        season2=args.season2, origins=args.origins,
+                        ensemble_members=(args.ensemble_members.split(",")
+                                          if args.ensemble_members else None))
     if args.json:
         print(json.dumps(res))
         return 0
@@ -352,5 +419,7 @@ def add_eval_forecast_parser(eval_subparsers) -> None:
     f.add_argument("--horizon", type=int, required=True)
     f.add_argument("--origins", type=int, default=24)
     f.add_argument("--models", help="comma-separated, default all registered")
+    f.add_argument("--ensemble-members", dest="ensemble_members",
+                   help="the models 'ensemble' weighs (default holt_winters,lstm)")
     f.add_argument("--json", action="store_true", help="print one JSON object")
     f.set_defaults(fn=cmd_eval_forecast)
