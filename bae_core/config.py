@@ -118,6 +118,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                "first)", _range(16)),
         "markov_queue_events": Key(int, 4_000_000, "navigation: events waiting to be learned "
                                    "before the oldest are skipped (counted)", _range(1024)),
+        "lstm": Key(bool, True, "serve the LSTM forecaster (onnxruntime, a worker thread) "
+                    "as an ensemble member"),
+        "lstm_path": Key(str, "", "ONNX model file (empty: the shipped models/bae_lstm_v1"
+                         ".onnx); a changed file is checked and hot-reloaded"),
+        "lstm_interval_s": Key(float, 60.0, "how often the LSTM forecasts every service",
+                               _range(1)),
+        "lstm_threads": Key(int, 1, "onnxruntime intra-op threads for the LSTM", _range(1, 64)),
+        "lstm_device": Key(str, "auto", "auto (CUDA when present), cuda or cpu",
+                           lambda v: None if v in ("auto", "cuda", "cpu") else
+                           "use auto, cuda or cpu"),
+        "prophet": Key(bool, False, "refit Prophet on every service's seasonal series in a "
+                       "worker process (needs the prophet extra)"),
+        "prophet_interval_s": Key(float, 3600.0, "how often Prophet refits", _range(60)),
         "user_surge_k": Key(float, 6.0, "flag a user whose requests this hour pass their "
                             "own forecast by this many Poisson deviations", _range(0, lo_open=True)),
         "user_surge_min": Key(float, 60.0, "...and at least this many requests in the hour",

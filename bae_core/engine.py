@@ -22,11 +22,37 @@ from .kernels import users as user_kernels
 from .models.anomaly import AnomalyDetector
 from .models.arima import OnlineARIMA
 from .models.holt_winters import HoltWinters
+from .models.ensemble import Ensemble
 from .models.markov import Markov
+from ext.ringbuf import RingBuffer
+
 from .slots import EMPTY
 from .state import CHUNK_SHIFT, Segments, Services, Users
 
 MAX_CAMPAIGNS = 4096
+MEMBERS = ("holt_winters", "arima", "lstm", "prophet")  # the ensemble's forecasters
+MODEL_REASONS = (wire.Reason.MODEL_HOLT_WINTERS, wire.Reason.MODEL_ARIMA,
+                 wire.Reason.MODEL_LSTM, wire.Reason.MODEL_PROPHET)
+H5 = 12  # seasonal steps each member forecasts (an hour of 5-minute steps)
+HIST5 = 2048  # seasonal steps of history kept per service (the LSTM's longest input)
+
+
+def _aligned(got: dict, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """A worker's forecasts for services ``ids`` as of their seasonal ``counts`` (NaN
+    where it has none): a forecast made k steps ago is shifted by k."""
+    out = np.full((len(ids), H5), np.nan)
+    keys, p50 = got["keys"], got["p50"]
+    order = np.argsort(keys[:, 0], kind="stable")
+    pos = np.searchsorted(keys[order, 0], ids.astype(np.int64))
+    pos = np.minimum(pos, len(order) - 1)
+    hit = keys[order[pos], 0] == ids.astype(np.int64)
+    for i in np.flatnonzero(hit).tolist():
+        r = order[pos[i]]
+        k = int(counts[i] - keys[r, 1])
+        if 0 <= k < p50.shape[1]:
+            m = min(H5, p50.shape[1] - k)
+            out[i, :m] = p50[r, k:k + m]
+    return out
 _NO_LOCK = contextlib.nullcontext()
 # the light per-user tier's smoothing (alpha, beta, gamma, phi) over hourly counts
 USER_RATE = (0.1, 0.01, 0.1, 0.98)
@@ -61,6 +87,11 @@ class Engine:
                                         n_series=8),
             "anomaly": AnomalyDetector(season=0),
         }
+        self.models["ensemble"] = Ensemble(members=MEMBERS, decay=0.05, power=8.0)
+        self.hist5 = RingBuffer(8, HIST5)  # seasonal-step rates per service slot
+        self.member_fc = np.full((8, len(MEMBERS), H5), np.nan)
+        self._lstm: dict | None = None
+        self._prophet: dict | None = None
         if m.markov:
             self.models["markov"] = Markov(half_life_s=m.markov_half_life_s,
                                            session_gap_s=m.markov_session_gap_s)
@@ -345,6 +376,9 @@ class Engine:
             reasons |= np.where(camp[changed] != 1.0, wire.Reason.CAMPAIGN, 0).astype(u32)
             reasons |= np.where(anomalous[changed], wire.Reason.ANOMALY, 0).astype(u32)
             reasons |= np.where(panic[changed], wire.Reason.PANIC, 0).astype(u32)
+            w = self.model_weights(changed.astype(np.int64))
+            lead_model = np.array(MODEL_REASONS, u32)[w.argmax(1)]
+            reasons |= np.where(w.max(1) > 0, lead_model, 0).astype(u32)
             out["reasons"] = reasons
             pub[changed] = decision.desired[changed]
         self._tiers_out(n, now_us, tier_reps, ready, changed, headroom)
@@ -353,8 +387,9 @@ class Engine:
 
     def _forecast_ahead(self, n: int, steps: np.ndarray):
         """Per service: the highest request rate forecast over the next ``steps`` buckets
-        (the smoother's path, and Holt-Winters' once it is warm, whichever is higher), and
-        the width of each tier's quantile above it (from online ARIMA's intervals)."""
+        (the smoother's path, and the ensemble's seasonal forecast once its members have
+        one, whichever is higher), and the width of each tier's quantile above it (from
+        online ARIMA's intervals)."""
         svcs, m, p = self.services, self.cfg.model, self.cfg.policy
         phi = m.phi
         # damped trend: the path is monotone, so its maximum is at step 1 or at the lead
@@ -364,11 +399,10 @@ class Engine:
         base = np.maximum(lv + ps1 * tr, lv + psl * tr).clip(0)
         per = self.per_seasonal
         hsteps = np.maximum(1, -(-steps // per))
-        got = self.models["holt_winters"].predict({"h": int(hsteps.max()),
-                                                   "slots": np.arange(n)})["mean"]
+        got = self.combined_forecast(np.arange(n))[:, :max(1, min(H5, int(hsteps.max())))]
         mask = np.arange(got.shape[1])[None, :] < hsteps[:, None]
-        hw_max = np.where(mask, np.nan_to_num(got, nan=-np.inf), -np.inf).max(1)
-        base = np.maximum(base, hw_max)
+        seasonal = np.where(mask, np.nan_to_num(got, nan=-np.inf), -np.inf).max(1)
+        base = np.maximum(base, seasonal)
         h = int(steps.max())
         q = self.models["arima"].predict({"h": h, "slots": np.arange(n)})
         at = (np.arange(n), steps - 1)
@@ -626,8 +660,78 @@ class Engine:
                 svcs.agg_sum[s] = 0.0
                 svcs.agg_n[s] = 0
         if hs:
-            models["holt_winters"].learn({"slot": np.array(hs, np.int64),
-                                          "value": np.array(hv)})
+            hs, hv = np.array(hs, np.int64), np.array(hv)
+            models["holt_winters"].learn({"slot": hs, "value": hv})
+            self._select_models(hs, hv)
+
+    # ---- model selection on the seasonal (5-minute) series -------------------------
+    def _select_models(self, slots: np.ndarray, values: np.ndarray) -> None:
+        """A seasonal step closed for ``slots``: score each member's forecast of it (the
+        ensemble's rolling errors), keep the history for the LSTM, and make the members'
+        next forecasts."""
+        need = int(slots.max()) + 1
+        if need > self.hist5.n_series:
+            self.hist5.grow(max(need, 2 * self.hist5.n_series))
+        if need > len(self.member_fc):
+            fc = np.full((max(need, 2 * len(self.member_fc)),) + self.member_fc.shape[1:],
+                         np.nan)
+            fc[:len(self.member_fc)] = self.member_fc
+            self.member_fc = fc
+        err = np.abs(values[:, None] - self.member_fc[slots, :, 0])
+        scored = np.isfinite(err).any(1)
+        if scored.any():
+            self.models["ensemble"].learn({"slot": slots[scored], "error": err[scored]})
+        self.hist5.push_batch(slots, values)
+        per = self.per_seasonal
+        fc = np.full((len(slots), len(MEMBERS), H5), np.nan)
+        fc[:, 0] = self.models["holt_winters"].predict({"h": H5, "slots": slots})["mean"]
+        a = self.models["arima"].predict({"h": H5 * per, "slots": slots})["mean"]
+        fc[:, 1] = a.reshape(len(slots), H5, per).mean(2)
+        counts = np.array([self.hist5.count(int(x)) for x in slots.tolist()])
+        for m, got in ((2, self._lstm), (3, self._prophet)):
+            if got is not None:
+                fc[:, m] = _aligned(got, self.services.slots.ids[slots], counts)
+        self.member_fc[slots] = fc
+
+    def model_weights(self, slots: np.ndarray) -> np.ndarray:
+        """(n, members) ensemble weights of each service's forecasters (``MEMBERS``)."""
+        f = self.member_fc[np.minimum(slots, len(self.member_fc) - 1)]
+        f = np.where((slots < len(self.member_fc))[:, None, None], f, np.nan)
+        return self.models["ensemble"].predict({"slots": slots, "forecasts": f[:, :, :1]})[
+            "weights"]
+
+    def combined_forecast(self, slots: np.ndarray) -> np.ndarray:
+        """(n, H5) the ensemble's seasonal-step forecasts made at each service's last
+        seasonal close (NaN where no member has one)."""
+        ok = slots < len(self.member_fc)
+        f = np.full((len(slots), len(MEMBERS), H5), np.nan)
+        f[ok] = self.member_fc[slots[ok]]
+        return self.models["ensemble"].predict({"slots": slots, "forecasts": f})["mean"]
+
+    def lstm_windows(self, width: int):
+        """What the LSTM worker reads: (keys, history float[n, width], steps): keys holds
+        each service's id and its seasonal history count (to align the answers), steps
+        the seasonal step index (Unix time / seasonal_bucket_s) of each last value."""
+        n = self.services.rows
+        slots = np.flatnonzero(np.array([self.hist5.count(s) for s in range(
+            min(n, self.hist5.n_series))]) > 0).astype(np.int64)
+        if len(slots) == 0:
+            return None
+        out = np.empty((len(slots), width))
+        self.hist5.window_into(slots, width, out)
+        counts = np.array([self.hist5.count(int(x)) for x in slots.tolist()])
+        end_s = (self.services.closed[slots] + 1) * self.cfg.model.bucket_s
+        steps = (end_s // self.cfg.model.seasonal_bucket_s).astype(np.int64) - 1
+        keys = np.stack([self.services.slots.ids[slots].astype(np.int64), counts], 1)
+        return keys, out, steps
+
+    def offer_forecasts(self, member: str, result: dict | None) -> None:
+        """Forecasts of a learned member ("lstm" or "prophet") from a worker: ``keys``
+        (n, 2) = (service id, seasonal count it was made at), ``p50`` (n, >= 1)."""
+        if member == "lstm":
+            self._lstm = result
+        else:
+            self._prophet = result
 
     def next_resources(self, user_id: int, k: int = 3) -> list[dict]:
         """The user's most likely next resources, with probabilities (empty without the
@@ -689,6 +793,13 @@ class Engine:
             rates.forecast(s.level[slot:slot + 1], s.trend[slot:slot + 1], m.phi, h, holt)
             steps.append(float(holt[0]))
         out = {"holt": {"bucket_s": m.bucket_s, "mean": steps}}
+        q1 = np.array([slot])
+        comb = self.combined_forecast(q1)[0][:max(1, -(-horizon // self.per_seasonal))]
+        out["ensemble"] = {"bucket_s": m.seasonal_bucket_s,
+                           "weights": dict(zip(MEMBERS, self.model_weights(q1)[0].round(4)
+                                               .tolist())),
+                           "mean": [None if not np.isfinite(x) else max(0.0, float(x))
+                                    for x in comb]}
         q = np.array([slot])
         widths = {"arima": (m.bucket_s, horizon), "holt_winters": (
             m.seasonal_bucket_s, max(1, -(-horizon // self.per_seasonal)))}
@@ -767,6 +878,8 @@ class Engine:
         yield from self.segments.parts("segments", dirty_only=False)
         yield from self.services.parts("services", dirty_only=False)
         yield "campaigns", self.campaigns.copy()
+        for k, v in self.hist5.rows(0, self.hist5.n_series).items():
+            yield f"hist5.{k}", v
         if "markov" in self.models:  # what was accepted is in the state, queued or not
             while self.learn_navigation():
                 pass
@@ -801,6 +914,11 @@ class Engine:
         self.segments.load("segments", arrays)
         self.services.load("services", arrays)
         self.campaigns = arrays["campaigns"].astype(wire.CONTEXT)
+        if "hist5.pos" in arrays and arrays["hist5.values"].shape[1:] == (HIST5,):
+            rows = len(arrays["hist5.pos"])
+            self.hist5.grow(max(rows, self.hist5.n_series))
+            self.hist5.set_rows(0, arrays["hist5.values"], arrays["hist5.pos"],
+                                arrays["hist5.count"])
         for name, model in self.models.items():
             got = {k.rsplit(".", 1)[1]: v for k, v in arrays.items()
                    if k.startswith(f"model.{name}.")}

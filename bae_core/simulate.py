@@ -16,7 +16,10 @@ Time
     simulation step of ``step_s`` (= model.bucket_s). The engine sees each step's requests
     with now = end of step, then one METRIC record per service (replicas = ready now,
     cpu = demand over the last ``metric_window_s`` / (ready x C), capped at 1.0), then
-    ``tick(now)`` once per step. Allocations take effect from that instant.
+    ``tick(now)`` once per step. Allocations take effect from that instant. Requests are
+    applied with the clock at the step's last microsecond (now - 1), so that, with
+    ``model.late_buckets`` = 0 (the backtest's default: nothing is late in simulated time),
+    the tick at ``now`` closes the step's bucket.
 
 Predictive policy
     ordered = the last ALLOCATION.desired_replicas of the service; PREWARM records (when
@@ -128,6 +131,8 @@ def apply_overrides(doc: dict, s: SimSettings) -> dict:
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in (doc or {}).items()}
     for sec, kv in engine_overrides(s).items():
         out.setdefault(sec, {}).update(kv)
+    # events are never late in simulated time: buckets close at the step's end
+    out["model"].setdefault("late_buckets", 0)
     pol = out.setdefault("policy", {})
     pol["lead_time_s"] = max(float(pol.get("lead_time_s", 60.0)), s.startup_s)
     # seasonal width must stay a multiple of the bucket width
@@ -229,7 +234,7 @@ def demand_from_series(values: np.ndarray, row_s: float, s: SimSettings, mean_rp
     buf["user"] = 1
     buf["resource"] = 1
     buf["status"] = 200
-    t0 = int(start_us)
+    t0 = int(start_us) // step_us * step_us
 
     def events(k: int) -> np.ndarray:
         n = int(per_step[k])
@@ -481,7 +486,7 @@ def run_predictive(cfg, demand: Demand, s: SimSettings, engine=None,
         if score_pf and pf_seen and bounds[k + 1] > bounds[k]:
             pf_hits += int(in_list[req_pair[bounds[k]:bounds[k + 1]]].sum())
         te = time.perf_counter()
-        engine.apply(wire.MsgType.REQUEST, recs, now)
+        engine.apply(wire.MsgType.REQUEST, recs, now - 1)  # the step's last instant
         t_engine += time.perf_counter() - te
         # ready just before now: orders in effect over [now - startup, now)
         lo = max(0, ((k + 1) * r - 1 - w_cells) // r)

@@ -77,6 +77,11 @@ class Reason(IntEnum):
     CAMPAIGN = 16
     ANOMALY = 32
     FIRST = 64
+    # the forecaster with the largest weight in the service's ensemble
+    MODEL_HOLT_WINTERS = 128
+    MODEL_ARIMA = 256
+    MODEL_LSTM = 512
+    MODEL_PROPHET = 1024
 
 
 class PrewarmReason(IntEnum):

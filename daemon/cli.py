@@ -138,11 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_demo)
     from .agent_haproxy import add_agent_parser
     from .detect import add_detect_parser
+    from .backtest import add_backtest_parser
     from models.lstm import add_train_parser
     from .evaluate import add_eval_forecast_parser
     from .evaluate_markov import add_eval_markov_parser
 
     add_detect_parser(sub)
+    add_backtest_parser(sub)
     add_agent_parser(sub)
     add_train_parser(sub)
     ev = sub.add_parser("eval", help="evaluate the models on a CSV or log").add_subparsers(

@@ -45,6 +45,8 @@ class Counters:
         self.checkpoints = 0
         self.checkpoint_failures = 0
         self.journal_failures = 0
+        self.model_reloads = 0  # LSTM model files hot-reloaded
+        self.model_failures = 0  # learned models that failed to load, reload or refit
         self.journal_replayed_events = 0
 
 

@@ -63,6 +63,11 @@ class DaemonCollector:
                                   "producers", value=c.acks)
         yield CounterMetricFamily("bae_users_evicted", "Idle users folded into their segment",
                                   value=e.evicted)
+        yield CounterMetricFamily("bae_model_reloads", "LSTM model files hot-reloaded",
+                                  value=c.model_reloads)
+        yield CounterMetricFamily("bae_model_failures", "Learned models that failed to "
+                                  "load, reload or refit (the online models serve)",
+                                  value=c.model_failures)
         yield CounterMetricFamily("bae_user_surges", "User-hours flagged far above the "
                                   "user's own profile (scraper, bot, surge)",
                                   value=e.user_surges)

@@ -214,7 +214,8 @@ class Daemon:
         tasks = [asyncio.create_task(c) for c in (
             self._ticker(), self._heartbeat(), self._snapshots(), self.lag.run(),
             self._monitor_subscribers(), self._checkpoints(), self._evictions(),
-            self._journal_retry(), watchdog_loop(self.notifier, self._stop))]
+            self._journal_retry(), watchdog_loop(self.notifier, self._stop),
+            self._learned_models())]
         self.ready = True
         self.notifier.ready()
         self.notifier.status(f"serving: ingest {cfg.ingest.endpoint}, deltas "
@@ -276,6 +277,97 @@ class Daemon:
             except Exception:  # a bug here must not stop learning for good
                 log.exception("navigation worker failed")
                 self._nav_stop.wait(1.0)
+
+    async def _learned_models(self) -> None:
+        """Serve the LSTM (an inference worker thread, hot reload of a changed model file)
+        and Prophet (refits in a worker process); their forecasts go to the engine's
+        ensemble. Either failing leaves the online models serving."""
+        m = self.cfg.model
+        worker = prophet_task = None
+        if m.lstm:
+            worker = self._start_lstm()
+        if m.prophet:
+            prophet_task = asyncio.create_task(self._prophet_refits())
+        seen, mtime = None, self._model_mtime()
+        try:
+            while True:
+                await asyncio.sleep(1.0)
+                if worker is None:
+                    continue
+                got = worker.latest
+                if got is not None and got is not seen:
+                    seen = got
+                    self.engine.offer_forecasts("lstm", got)
+                now_mtime = self._model_mtime()
+                if now_mtime != mtime:
+                    mtime = now_mtime
+                    await self._reload_lstm(worker)
+        finally:
+            if worker is not None:
+                worker.stop()
+            if prophet_task is not None:
+                prophet_task.cancel()
+
+    def _model_path(self):
+        from models.runtime import DEFAULT_MODEL
+        return self.cfg.model.lstm_path or DEFAULT_MODEL
+
+    def _model_mtime(self) -> float | None:
+        if not self.cfg.model.lstm:
+            return None
+        try:
+            return os.stat(self._model_path()).st_mtime
+        except (OSError, ImportError):
+            return None
+
+    def _start_lstm(self):
+        m = self.cfg.model
+        try:
+            from models import features
+            from models.runtime import InferenceWorker, LSTMRuntime
+            rt = LSTMRuntime(self._model_path(), device=m.lstm_device, threads=m.lstm_threads,
+                             max_batch=1024)
+        except (ImportError, BAEError) as e:
+            self.counters.model_failures += 1
+            log.warning("LSTM not served; the online models serve alone", extra={
+                "error": str(e)})
+            return None
+        worker = InferenceWorker(rt, lambda: self.engine.lstm_windows(features.HISTORY),
+                                 interval_s=m.lstm_interval_s)
+        worker.start()
+        log.info("LSTM served", extra={"model": str(rt.path), "providers": rt.providers})
+        return worker
+
+    async def _reload_lstm(self, worker) -> None:
+        try:
+            await asyncio.to_thread(worker.runtime.reload, self._model_path())
+            self.counters.model_reloads += 1
+            worker.trigger()
+        except BAEError as e:
+            self.counters.model_failures += 1
+            log.error("new LSTM model file rejected; the old one keeps serving",
+                      extra={"error": str(e)})
+
+    async def _prophet_refits(self) -> None:
+        from models.prophet_refit import refit_many
+        e, m = self.engine, self.cfg.model
+        while True:
+            got = e.lstm_windows(2016)  # a week of seasonal steps per service
+            if got is not None:
+                keys, hist, steps = got
+                series = {i: h[np.isfinite(h)] for i, h in enumerate(hist)
+                          if np.isfinite(h).sum() >= 2 * 12}
+                try:
+                    res = await asyncio.get_running_loop().run_in_executor(
+                        None, lambda: refit_many(series, 12, workers=1))
+                    rows = sorted(res)
+                    e.offer_forecasts("prophet", {"keys": keys[rows], "p50": np.stack(
+                        [res[i]["p50"] for i in rows]) if rows else np.zeros((0, 12))})
+                except Exception as err:  # noqa: BLE001 - Prophet is optional
+                    self.counters.model_failures += 1
+                    log.error("Prophet refit failed; the other models serve",
+                              extra={"error": str(err)})
+            await asyncio.sleep(m.prophet_interval_s)
 
     def _bind(self, kind: int, endpoint: str, **opts) -> zmq.asyncio.Socket:
         s = self.ctx.socket(kind)
@@ -509,6 +601,7 @@ class Daemon:
             "sequence": self.seq, "subscribers": c.subscribers,
             "checkpoints": c.checkpoints, "checkpoint_failures": c.checkpoint_failures,
             "journal_failures": c.journal_failures,
+            "model_reloads": c.model_reloads, "model_failures": c.model_failures,
             "journal_replayed_events": c.journal_replayed_events,
             "uptime_s": time.time() - self.started, **e.stats(),
         }
