@@ -47,6 +47,7 @@ class Counters:
         self.journal_failures = 0
         self.model_reloads = 0  # LSTM model files hot-reloaded
         self.model_failures = 0  # learned models that failed to load, reload or refit
+        self.prophet_refits = 0
         self.journal_replayed_events = 0
 
 

@@ -353,20 +353,22 @@ class Daemon:
         e, m = self.engine, self.cfg.model
         while True:
             got = e.lstm_windows(2016)  # a week of seasonal steps per service
-            if got is not None:
-                keys, hist, steps = got
-                series = {i: h[np.isfinite(h)] for i, h in enumerate(hist)
-                          if np.isfinite(h).sum() >= 2 * 12}
-                try:
-                    res = await asyncio.get_running_loop().run_in_executor(
-                        None, lambda: refit_many(series, 12, workers=1))
-                    rows = sorted(res)
-                    e.offer_forecasts("prophet", {"keys": keys[rows], "p50": np.stack(
-                        [res[i]["p50"] for i in rows]) if rows else np.zeros((0, 12))})
-                except Exception as err:  # noqa: BLE001 - Prophet is optional
-                    self.counters.model_failures += 1
-                    log.error("Prophet refit failed; the other models serve",
-                              extra={"error": str(err)})
+            series = {} if got is None else {
+                i: h[np.isfinite(h)] for i, h in enumerate(got[1]) if np.isfinite(h).sum() >= 24}
+            if not series:  # nothing long enough yet: look again soon
+                await asyncio.sleep(min(m.prophet_interval_s, 5.0))
+                continue
+            try:
+                res = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: refit_many(series, 12, workers=1))
+                rows = sorted(res)
+                e.offer_forecasts("prophet", {"keys": got[0][rows], "p50": np.stack(
+                    [res[i]["p50"] for i in rows])})
+                self.counters.prophet_refits += 1
+            except Exception as err:  # noqa: BLE001 - Prophet is optional
+                self.counters.model_failures += 1
+                log.error("Prophet refit failed; the other models serve",
+                          extra={"error": str(err)})
             await asyncio.sleep(m.prophet_interval_s)
 
     def _bind(self, kind: int, endpoint: str, **opts) -> zmq.asyncio.Socket:
@@ -602,6 +604,7 @@ class Daemon:
             "checkpoints": c.checkpoints, "checkpoint_failures": c.checkpoint_failures,
             "journal_failures": c.journal_failures,
             "model_reloads": c.model_reloads, "model_failures": c.model_failures,
+            "prophet_refits": c.prophet_refits,
             "journal_replayed_events": c.journal_replayed_events,
             "uptime_s": time.time() - self.started, **e.stats(),
         }

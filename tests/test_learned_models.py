@@ -56,3 +56,25 @@ def test_lstm_joins_the_ensemble_and_hot_reloads(start_daemon, tmp_path):
     d.wait_for(lambda s: s["model_reloads"] >= 1, what="good model reloaded")
     sub.close()
     assert d.stop() == 0
+
+
+def test_prophet_refits_in_a_worker_process_join_the_ensemble(start_daemon):
+    d = start_daemon({"model": {"bucket_s": 0.1, "seasonal_bucket_s": 1.0, "late_buckets": 1,
+                                "lstm": False, "prophet": True, "prophet_interval_s": 60.0},
+                      "policy": {"tick_s": 0.1}})
+    rng = np.random.default_rng(1)
+    with EventPublisher(d.ingest) as pub:
+        pub.send_frame(wire.MsgType.NAME, service_names([1], ["web"]))
+        deadline = time.monotonic() + 90
+        weights = {}
+        while time.monotonic() < deadline:
+            n = int(30 + 20 * np.sin(time.monotonic()) + rng.integers(0, 5))
+            pub.send_frame(wire.MsgType.REQUEST, requests(n, services=(1,)))
+            time.sleep(0.1)
+            weights = d.get("/v1/services/web/forecast?horizon=4")["models"]["ensemble"][
+                "weights"]
+            if weights["prophet"] > 0:
+                break
+    assert d.get("/v1/stats")["prophet_refits"] >= 1
+    assert weights["prophet"] > 0 and weights["lstm"] == 0, weights
+    assert d.stop() == 0
