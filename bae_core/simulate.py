@@ -90,21 +90,24 @@ class SimSettings:
     cache_size: int = 20  # LRU size when the engine publishes no prefetch list
     prewarm_window_s: float = 300.0
 
-    def check(self) -> None:
+    def check(self, labels: dict[str, str] | None = None) -> None:
+        """Raise ConfigError for a value out of range; ``labels`` names the setting as the
+        caller exposes it (a command-line flag, say)."""
+        def bad(name, problem, fix):
+            raise ConfigError((labels or {}).get(name, name),
+                              f"{getattr(self, name)!r} {problem}", fix)
+
         for name in ("step_s", "rps_per_replica", "target_utilisation", "sync_s"):
             if not getattr(self, name) > 0:
-                raise ConfigError(name, f"{getattr(self, name)!r} must be > 0",
-                                  "give a positive number")
+                bad(name, "must be > 0", "give a positive number")
         for name in ("startup_s", "hpa_window_s", "metric_window_s", "prewarm_window_s",
                      "tolerance"):
             if not getattr(self, name) >= 0:
-                raise ConfigError(name, f"{getattr(self, name)!r} must be >= 0",
-                                  "give zero or a positive number")
+                bad(name, "must be >= 0", "give zero or a positive number")
         if self.cache_size < 1:
-            raise ConfigError("cache_size", f"{self.cache_size} must be >= 1",
-                              "give a positive cache size")
+            bad("cache_size", "must be >= 1", "give a positive cache size")
         if self.min_replicas > self.max_replicas:
-            raise ConfigError("min_replicas", "exceeds max_replicas", "fix the bounds")
+            bad("min_replicas", "exceeds max_replicas", "fix the bounds")
 
     @property
     def cell_s(self) -> float:
@@ -598,8 +601,9 @@ class BacktestResult:
 
 
 def backtest(cfg, demand: Demand, s: SimSettings, engine=None,
-             contexts: np.ndarray | None = None) -> BacktestResult:
-    """Both policies on the same demand and cluster model."""
+             contexts: np.ndarray | None = None, by_service: int = 5) -> BacktestResult:
+    """Both policies on the same demand and cluster model; ``by_service``: how many of the
+    busiest services get their own figures."""
     s.check()
     pred = run_predictive(cfg, demand, s, engine=engine, contexts=contexts)
     react = run_reactive(demand, s)
@@ -607,6 +611,19 @@ def backtest(cfg, demand: Demand, s: SimSettings, engine=None,
     rr = dict(react["metrics"])
     rr["prefetch_hit_rate"] = rp.get("lru_hit_rate")  # a reactive cache: LRU
     step_s = s.step_s
+    D = demand.steps
+    top = np.argsort(-D.sum(1), kind="stable")[:by_service]
+    for side, out in ((rp, pred), (rr, react)):
+        side["by_service"] = {}
+        for i in top:
+            m = provisioning_metrics(D[i:i + 1], out["ready_s"][i:i + 1],
+                                     out["ordered_steps"][i:i + 1] * step_s,
+                                     s.rps_per_replica, step_s)
+            side["by_service"][demand.names[i]] = {
+                "requests": int(D[i].sum()),
+                "under_provisioned_requests": m["under_provisioned_requests"],
+                "replica_hours": m["replica_hours"],
+                "over_provisioned_replica_hours": m["over_provisioned_replica_hours"]}
     series = {
         "t_s": (np.arange(demand.n_steps) + 1) * step_s,
         "demand_rps": demand.steps / step_s,

@@ -16,12 +16,11 @@ exit status 2 through ``bae``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import math
 import time
 import tomllib
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,6 +33,13 @@ CSV_START_S = 1_704_067_200  # 2024-01-01T00:00:00Z, where a csv without Unix ti
 DEFAULT_ROW_S = 300.0  # seconds per csv row when neither a timestamp column nor a flag says
 BUCKETS = (10.0, 15.0, 20.0, 30.0, 60.0, 75.0, 100.0, 150.0, 300.0)  # divide 300 s
 MAX_STEPS = 12_000  # csv: the automatic bucket keeps the step count under this
+FLAGS = {"step_s": "--bucket-seconds", "rps_per_replica": "--rps-per-replica",
+         "startup_s": "--startup-seconds", "sync_s": "--hpa-sync-seconds",
+         "tolerance": "--hpa-tolerance", "hpa_window_s": "--hpa-window-seconds",
+         "metric_window_s": "--metric-window-seconds",
+         "prewarm_window_s": "--prewarm-window-seconds", "cache_size": "--cache-size",
+         "target_utilisation": "policy.target_utilisation",
+         "min_replicas": "policy.min_replicas"}
 TARGET_REPLICAS = 4  # default capacity: the median demand needs about this many replicas
 
 
@@ -109,6 +115,9 @@ def run_backtest(args) -> dict:
                               "the demand, e.g. --value-column cpu_util_percent")
         from .evaluate import read_series
 
+        if args.step_seconds is not None and not args.step_seconds > 0:
+            raise ConfigError("--step-seconds", f"{args.step_seconds} must be > 0",
+                              "give the seconds each row covers")
         csv_values, row_s, counts = read_series(path, args.value_column,
                                                 args.timestamp_column, args.step_seconds)
         row_source = "flag" if args.step_seconds else "timestamps" if row_s else "default"
@@ -117,7 +126,7 @@ def run_backtest(args) -> dict:
     else:
         recs, svc_names, stats = _read_nasa(path)
         duration = float(recs["ts_us"].max() - recs["ts_us"].min()) / 1e6
-    if args.bucket_seconds:
+    if args.bucket_seconds is not None:
         step = float(args.bucket_seconds)
     elif "bucket_s" in doc.get("model", {}) or fmt != "csv":
         step = float(model.bucket_s)
@@ -131,13 +140,18 @@ def run_backtest(args) -> dict:
         metric_window_s=args.metric_window_seconds, cache_size=args.cache_size,
         prewarm_window_s=(args.prewarm_window_seconds if args.prewarm_window_seconds
                           is not None else pol.scale_down_window_s))
-    s.check()
+    s.check(FLAGS)
     need_s = max(20 * step, s.startup_s + s.hpa_window_s)
     if duration < need_s:
         raise LogFormatError(
             f"{path}: the trace covers {duration:.0f} s; a backtest needs at least "
             f"{need_s:.0f} s (20 steps of {step:g} s and the start-up delay plus the HPA "
             "window); give a longer trace, or lower --bucket-seconds / --startup-seconds")
+    if duration / step > 2_000_000:
+        raise LogFormatError(
+            f"{path}: the trace spans {duration / 86400:.0f} days, {duration / step:.0f} "
+            f"steps of {step:g} s; give --bucket-seconds a larger value (or check the "
+            "timestamps for outliers)")
     trace: dict = {"file": str(path), "format": fmt}
     if fmt == "csv":
         if args.mean_rps <= 0:
@@ -163,7 +177,7 @@ def run_backtest(args) -> dict:
     D = demand.steps
     totals = D.sum(1)
     busiest = int(np.argmax(totals))
-    if args.rps_per_replica:
+    if args.rps_per_replica is not None:
         s.rps_per_replica = float(args.rps_per_replica)
         cap_source = "flag"
     else:
@@ -173,6 +187,7 @@ def run_backtest(args) -> dict:
             med = float(np.median(rates[rates > 0]))
         s.rps_per_replica = med / TARGET_REPLICAS
         cap_source = f"median demand of {demand.names[busiest]} / {TARGET_REPLICAS}"
+    s.check(FLAGS)
     plot_idx = busiest
     if args.service and fmt != "csv":
         if args.service not in demand.names:
@@ -209,7 +224,8 @@ def run_backtest(args) -> dict:
         "hpa_sync_s": s.sync_s, "hpa_tolerance": s.tolerance,
         "hpa_window_s": s.hpa_window_s, "metric_window_s": s.metric_window_s,
         "prewarm_window_s": s.prewarm_window_s, "cache_size": s.cache_size,
-        "grid_s": s.cell_s, "late_buckets": cfg.model.late_buckets, "markov": cfg.model.markov, "config": args.config,
+        "grid_s": s.cell_s, "late_buckets": cfg.model.late_buckets,
+        "markov": cfg.model.markov, "config": args.config,
         "seconds": round(time.perf_counter() - t_start, 3),
     }
     out = {"predictive": p, "reactive": r, "trace": trace, "settings": settings}
@@ -222,8 +238,8 @@ def run_backtest(args) -> dict:
 def _ratio(a, b):
     if a is None or b is None:
         return None
-    if b == 0:
-        return 0.0 if a == 0 else None
+    if b == 0:  # undefined: neither (or only the predictive side) under-provisioned
+        return None
     return round(a / b, 4)
 
 
@@ -245,8 +261,9 @@ def _plot(path: str, series: dict, i: int, name: str, s: simulate.SimSettings) -
     if k > 1:
         n = len(t) // k * k
         t = t[:n].reshape(-1, k).mean(1)
-        cols = {c: np.nanmean(v[:n].reshape(-1, k), 1) if np.isfinite(v).any()
-                else v[:n:k] for c, v in cols.items()}
+        with warnings.catch_warnings():  # blocks before the first forecast are all NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            cols = {c: np.nanmean(v[:n].reshape(-1, k), 1) for c, v in cols.items()}
     fig, ax = plt.subplots(figsize=(12, 5))
     styles = {"demand": dict(color="0.6", lw=0.8),
               "predicted (ALLOCATION.predicted_rps)": dict(color="tab:purple", lw=1.0),
@@ -317,8 +334,7 @@ def add_backtest_parser(subparsers) -> None:
     """Register ``bae backtest TRACE ...`` on ``bae``'s subparsers."""
     b = subparsers.add_parser(
         "backtest", help="replay a trace in simulated time: the predictive policy against "
-        "a reactive autoscaler (HPA) on the same cluster model",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "a reactive autoscaler (HPA) on the same cluster model")
     b.add_argument("trace", help="NASA access log (TSV) or a CSV demand series")
     b.add_argument("--format", choices=["nasa", "csv"], required=True)
     b.add_argument("--value-column", dest="value_column", help="csv: the demand column")
@@ -327,7 +343,7 @@ def add_backtest_parser(subparsers) -> None:
                    help=f"csv: seconds per row (default: from the timestamps, else "
                    f"{DEFAULT_ROW_S:g})")
     b.add_argument("--mean-rps", dest="mean_rps", type=float, default=5.0,
-                   help="csv: mean request rate the series is scaled to")
+                   help="csv: mean request rate the series is scaled to (default 5)")
     b.add_argument("--service", help="the service to plot (default: the busiest); csv: "
                    "the service's name")
     b.add_argument("--rps-per-replica", dest="rps_per_replica", type=float,
@@ -338,18 +354,21 @@ def add_backtest_parser(subparsers) -> None:
                    f"without one: the smallest of {', '.join(f'{x:g}' for x in BUCKETS)} "
                    f"giving at most {MAX_STEPS} steps)")
     b.add_argument("--startup-seconds", dest="startup_seconds", type=float, default=60.0,
-                   help="order -> replica serving")
-    b.add_argument("--hpa-sync-seconds", dest="hpa_sync_seconds", type=float, default=15.0)
-    b.add_argument("--hpa-tolerance", dest="hpa_tolerance", type=float, default=0.1)
+                   help="order -> replica serving (default 60)")
+    b.add_argument("--hpa-sync-seconds", dest="hpa_sync_seconds", type=float, default=15.0,
+                   help="HPA sync period (default 15)")
+    b.add_argument("--hpa-tolerance", dest="hpa_tolerance", type=float, default=0.1,
+                   help="HPA tolerance band (default 0.1)")
     b.add_argument("--hpa-window-seconds", dest="hpa_window_seconds", type=float,
-                   default=300.0, help="HPA scale-down stabilisation")
+                   default=300.0, help="HPA scale-down stabilisation (default 300)")
     b.add_argument("--metric-window-seconds", dest="metric_window_seconds", type=float,
-                   default=60.0, help="CPU averaging window of the METRIC records")
+                   default=60.0, help="CPU averaging window of the METRIC records (default 60)")
     b.add_argument("--prewarm-window-seconds", dest="prewarm_window_seconds", type=float,
                    help="a PREWARM hits when requests arrive within this after at_us "
                    "(default: policy.scale_down_window_s)")
     b.add_argument("--cache-size", dest="cache_size", type=int, default=20,
-                   help="LRU size per service when the engine publishes no prefetch list")
+                   help="LRU size per service when the engine publishes no prefetch list "
+                   "(default 20)")
     b.add_argument("--config", help="TOML config merged under the backtest's overrides")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--plot", metavar="OUT.png", help="demand, forecast and capacity of "
