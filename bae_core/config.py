@@ -161,6 +161,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                              _range(0, 10)),
         "maxconn_per_replica": Key(int, 100, "connections one replica takes (TIER.maxconn)",
                                    _range(1)),
+        "tolerance": Key(float, 0.1, "ignore a change of the desired replicas within this "
+                         "fraction of the published ones (as HPA's tolerance)", _range(0, 1)),
         "scale_up_period_s": Key(float, 15.0, "at most one scale-up (to 2x or +4) per period, "
                                  "except in panic", _range(0)),
         "scale_down_period_s": Key(float, 60.0, "at most one scale-down per period",

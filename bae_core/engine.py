@@ -345,9 +345,9 @@ class Engine:
         min_down = np.where(in_panic, pub, min_down)
         decision = policy.decide(
             base, camp, per_replica, p.headroom, p.min_replicas, p.max_replicas,
-            pub, svcs.down_since_us[:n], svcs.down_max[:n], now_us,
+            pub, svcs.down_ring[:n], svcs.down_slot[:n], now_us,
             int(p.scale_down_window_s * 1e6), ready, want=want, max_up=max_up,
-            min_down=min_down)
+            min_down=min_down, tolerance=p.tolerance)
         svcs.desired[:n] = decision.desired
         changed = np.flatnonzero(decision.publish)
         out = np.zeros(len(changed), wire.ALLOCATION)
@@ -402,7 +402,7 @@ class Engine:
         got = self.combined_forecast(np.arange(n))[:, :max(1, min(H5, int(hsteps.max())))]
         mask = np.arange(got.shape[1])[None, :] < hsteps[:, None]
         seasonal = np.where(mask, np.nan_to_num(got, nan=-np.inf), -np.inf).max(1)
-        base = np.maximum(base, seasonal)
+        base = np.where(seasonal > -np.inf, seasonal, base)
         h = int(steps.max())
         q = self.models["arima"].predict({"h": h, "slots": np.arange(n)})
         at = (np.arange(n), steps - 1)
@@ -444,13 +444,12 @@ class Engine:
             int(p.prewarm_min_idle_s * 1e6), p.prewarm_quantile, 3)
         cand &= svcs.prewarm_for_us[:n] != svcs.last_req_us[:n]  # once per idle period
         idle = np.flatnonzero(cand)
-        reps = np.maximum(np.maximum(svcs.published[:n], svcs.down_max[:n]), 1)
         recs = []
-        if len(idle):
+        if len(idle):  # one warm replica for the first requests (cold-start avoidance)
             r = np.zeros(len(idle), wire.PREWARM)
             r["ts_us"], r["at_us"] = now_us, at[idle]
             r["service"] = svcs.slots.ids[idle]
-            r["replicas"] = reps[idle]
+            r["replicas"] = max(1, p.min_replicas)
             r["reason"] = wire.PrewarmReason.IDLE_RETURN
             r["confidence"] = conf[idle]
             svcs.prewarm_for_us[idle] = svcs.last_req_us[idle]

@@ -3,10 +3,10 @@
 - ``tier_split``: replicas from each SLA tier's forecast quantile and headroom, weighted
   by the tier's share of requests; when the upper bound caps them, gold is served first,
   then silver, then bronze.
-- ``decide``: scale-up at once (at most to ``max_up``, the rate limit); scale-down only
-  after the desired count stayed below the published one for the whole stabilisation
-  window, then to the largest count seen in that window (as Kubernetes' HPA does), and
-  no lower than ``min_down``.
+- ``decide``: changes within ``tolerance`` of the published count are ignored; scale-up
+  at once (at most to ``max_up``, the rate limit); scale-down to the largest count
+  desired within the stabilisation window (as Kubernetes' HPA does), no lower than
+  ``min_down``.
 - ``prewarm_idle``: from each service's histogram of idle times (Azure Functions' hybrid
   policy), when an idle service's traffic is expected back.
 """
@@ -55,30 +55,39 @@ def tier_split(rps_q: np.ndarray, share: np.ndarray, per_replica: np.ndarray,
     return total, reps
 
 
+WINDOW_SLOTS = 16  # the stabilisation window is kept as this many slot maxima
+
+
 def decide(base: np.ndarray, mult: np.ndarray, per_replica: np.ndarray, headroom: float,
-           lo: int, hi: int, published: np.ndarray, down_since: np.ndarray,
-           down_max: np.ndarray, now_us: int, window_us: int, ready: np.ndarray,
+           lo: int, hi: int, published: np.ndarray, ring: np.ndarray, ring_slot: np.ndarray,
+           now_us: int, window_us: int, ready: np.ndarray,
            want: np.ndarray | None = None, max_up: np.ndarray | None = None,
-           min_down: np.ndarray | None = None) -> Decision:
+           min_down: np.ndarray | None = None, tolerance: float = 0.0) -> Decision:
     """Vectorised over services; ``want`` (replicas) replaces the rule from ``base``.
-    Updates ``down_since`` and ``down_max`` in place."""
+    ``ring``/``ring_slot`` (n, WINDOW_SLOTS) hold the largest desired count of each
+    slot of the stabilisation window (updated in place): a scale-down goes to the
+    largest count desired within the window, as Kubernetes' HPA does."""
     desired = replicas_for(base * mult, per_replica, headroom, lo, hi) if want is None \
         else np.asarray(want, np.int64).copy()
     had = published >= 0
     if max_up is not None:
         desired = np.where(had, np.minimum(desired, np.maximum(max_up, published)), desired)
+    # within the tolerance band of the published count: no change (hysteresis)
+    quiet = had & (np.abs(desired - published) <= tolerance * published)
+    desired = np.where(quiet, published, desired)
+    slot_us = max(1, window_us // WINDOW_SLOTS)
+    cur = now_us // slot_us
+    k = cur % WINDOW_SLOTS
+    fresh = ring_slot[:, k] != cur
+    ring[:, k] = np.where(fresh, desired, np.maximum(ring[:, k], desired))
+    ring_slot[:, k] = cur
+    live = ring_slot > cur - (WINDOW_SLOTS if window_us > 0 else 1)
+    window_max = np.where(live, ring, np.iinfo(np.int64).min).max(1)
     first = ready & ~had
     up = ready & had & (desired > published)
-    lower = ready & had & (desired < published)
-    starting = lower & (down_since < 0)
-    down_since[starting] = now_us
-    down_max[starting] = desired[starting]
-    down_max[lower] = np.maximum(down_max[lower], desired[lower])
-    down_since[~lower] = -1
-    target = down_max if min_down is None else np.maximum(down_max, min_down)
-    down = lower & (now_us - down_since >= window_us) & (target < published)
+    target = window_max if min_down is None else np.maximum(window_max, min_down)
+    down = ready & had & (desired < published) & (target < published)
     desired = np.where(down, target, desired)
-    down_since[down] = -1
     reasons = np.zeros(len(desired), np.uint32)
     reasons[first] |= np.uint32(Reason.FIRST)
     reasons[up] |= np.uint32(Reason.SCALE_UP)

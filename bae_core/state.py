@@ -14,6 +14,7 @@ from ext.ringbuf import RingBuffer
 from .kernels.hashmap import cached_slots
 from .kernels.holt_winters import RATE_FILL, R_WIDTH
 from .kernels.rates import IDLE_BINS
+from .policy import WINDOW_SLOTS
 from .slots import EMPTY, SlotMap
 
 CHUNK_SHIFT = 14
@@ -192,7 +193,7 @@ class Services(Columns):
         "latency_ms": (np.float64, 0.0, ()), "observed_replicas": (np.uint32, 0, ()),
         "cpu": (np.float64, 0.0, ()), "learned_rps_per_replica": (np.float64, 0.0, ()),
         "desired": (np.int64, 0, ()), "published": (np.int64, -1, ()),
-        "down_since_us": (np.int64, -1, ()), "down_max": (np.int64, 0, ()),
+        "down_ring": (np.int64, 0, (WINDOW_SLOTS,)), "down_slot": (np.int64, -1, (WINDOW_SLOTS,)),
         "fed": (np.int64, 0, ()),  # closed buckets already handed to the models
         "agg_sum": (np.float64, 0.0, ()),  # closed buckets summed towards one seasonal step
         "agg_n": (np.int64, 0, ()),

@@ -496,17 +496,17 @@ def test_property_no_counts_lost(case):
 
 # ---- policy ---------------------------------------------------------------------------------
 
-def decide(base, published, down_since=None, down_max=None, now=0, window=100, mult=None,
+def decide(base, published, ring=None, slot=None, now=0, window=160, mult=None,
            per=10.0, headroom=0.0, lo=1, hi=100, ready=None):
     n = len(base)
     base = np.asarray(base, float)
     published = np.asarray(published, np.int64)
-    down_since = np.full(n, -1, np.int64) if down_since is None else down_since
-    down_max = np.zeros(n, np.int64) if down_max is None else down_max
+    ring = np.zeros((n, policy.WINDOW_SLOTS), np.int64) if ring is None else ring
+    slot = np.full((n, policy.WINDOW_SLOTS), -1, np.int64) if slot is None else slot
     mult = np.ones(n) if mult is None else np.asarray(mult, float)
     ready = np.ones(n, bool) if ready is None else np.asarray(ready, bool)
     return policy.decide(base, mult, np.full(n, per), headroom, lo, hi, published,
-                         down_since, down_max, now, window, ready)
+                         ring, slot, now, window, ready)
 
 
 def test_replicas_for_formula_and_clamp():
@@ -533,33 +533,32 @@ def test_scale_up_is_immediate_and_equal_is_quiet():
     assert d.reasons.tolist() == [Reason.SCALE_UP, 0]
 
 
-def test_scale_down_waits_for_window_then_takes_window_max():
-    since, dmax = np.full(1, -1, np.int64), np.zeros(1, np.int64)
+def test_scale_down_goes_to_the_largest_count_desired_within_the_window():
+    ring = np.zeros((1, policy.WINDOW_SLOTS), np.int64)
+    slot = np.full((1, policy.WINDOW_SLOTS), -1, np.int64)
     published = [10]
-    steps = [(0, 50.0), (30, 70.0), (60, 20.0), (99, 10.0)]
-    for now, base in steps:
-        d = decide([base], published, since, dmax, now=now, window=100)
-        assert not d.publish[0] and d.reasons[0] == 0
-        assert since[0] == 0
-    assert dmax[0] == 7
-    d = decide([10.0], published, since, dmax, now=100, window=100)
+    # window 160 = 16 slots of 10: desired 10 at t=0, then lower
+    assert not decide([100.0], published, ring, slot, now=0).publish[0]
+    for now, base in [(30, 70.0), (60, 20.0), (99, 10.0)]:
+        d = decide([base], published, ring, slot, now=now)
+        assert not d.publish[0]  # 10 was desired within the window
+    d = decide([10.0], published, ring, slot, now=165)  # t=0 left the window
     assert d.publish.tolist() == [True]
-    assert d.desired.tolist() == [7]  # the largest desired count seen in the window
+    assert d.desired.tolist() == [7]  # the largest desired since: t=30
     assert d.reasons.tolist() == [Reason.SCALE_DOWN]
-    assert since[0] == -1
+    d = decide([10.0], [7], ring, slot, now=200)  # t=30 left too: down to 2 (t=60)
+    assert d.desired.tolist() == [2]
 
 
-def test_scale_down_window_resets_when_load_returns():
-    since, dmax = np.full(1, -1, np.int64), np.zeros(1, np.int64)
-    decide([50.0], [10], since, dmax, now=0)
-    assert since[0] == 0
-    decide([100.0], [10], since, dmax, now=50)  # back at the published count
-    assert since[0] == -1
-    d = decide([50.0], [10], since, dmax, now=120)  # a fresh window starts
-    assert since[0] == 120 and not d.publish[0]
-    d = decide([40.0], [10], since, dmax, now=219)
-    assert not d.publish[0]
-    d = decide([40.0], [10], since, dmax, now=220)
+def test_scale_down_waits_again_when_load_returns():
+    ring = np.zeros((1, policy.WINDOW_SLOTS), np.int64)
+    slot = np.full((1, policy.WINDOW_SLOTS), -1, np.int64)
+    decide([100.0], [10], ring, slot, now=0)
+    decide([50.0], [10], ring, slot, now=50)
+    decide([100.0], [10], ring, slot, now=120)  # back at the published count
+    d = decide([50.0], [10], ring, slot, now=200)
+    assert not d.publish[0]  # t=120 is within the window
+    d = decide([50.0], [10], ring, slot, now=290)
     assert d.publish[0] and d.desired[0] == 5
 
 
@@ -567,6 +566,15 @@ def test_scale_down_zero_window_is_immediate():
     d = decide([10.0], [10], now=5, window=0)
     assert d.publish.tolist() == [True] and d.desired.tolist() == [1]
     assert d.reasons.tolist() == [Reason.SCALE_DOWN]
+
+
+def test_tolerance_band_keeps_the_published_count():
+    n = 2
+    ring = np.zeros((n, policy.WINDOW_SLOTS), np.int64)
+    slot = np.full((n, policy.WINDOW_SLOTS), -1, np.int64)
+    d = policy.decide(np.array([105.0, 125.0]), np.ones(n), np.full(n, 10.0), 0.0, 1, 100,
+                      np.array([10, 10]), ring, slot, 0, 0, np.ones(n, bool), tolerance=0.1)
+    assert d.desired.tolist() == [10, 13] and d.publish.tolist() == [False, True]
 
 
 def test_clamping_and_nan():

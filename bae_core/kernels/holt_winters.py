@@ -76,6 +76,7 @@ import numpy as np
 from numba import njit
 
 from . import JIT
+from .prefetch import AHEAD, prefetch_row
 
 SEASON_NONE = 0
 SEASON_ADD = 1
@@ -452,7 +453,10 @@ def user_rate_update(slots, ts_us, rate, alpha, beta, gamma, phi, k_sigma, min_c
     past ``new_count``. Returns (events dropped as late, users newly flagged)."""
     dropped = 0
     flagged = 0
-    for i in range(slots.shape[0]):
+    n = slots.shape[0]
+    for i in range(n):
+        if i + AHEAD < n:
+            prefetch_row(rate, slots[i + AHEAD])
         u = slots[i]
         hour = ts_us[i] // HOUR_US
         lh = rate[u, R_HOUR]

@@ -35,7 +35,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import JIT
-from .hashmap import EMPTY, mix64, probe
+from .hashmap import EMPTY, home, mix64, probe
+from .prefetch import AHEAD, prefetch_row
 
 NONE = -1     # no resource (order-2 context of a session's first request)
 START = -2    # the session start marker, used as a context resource
@@ -88,11 +89,29 @@ def learn(users, items, segs, ts, start, gap, lam, ust, rkeys, rvals, row_key_, 
     limit = min(meta[M_MAX_LOAD], meta[M_CAP]) - 3
     nrows = meta[M_ROWS]
     ntrans = meta[M_TRANS]
+    mask = rkeys.shape[0] - 1
     for i in range(start, n):
         if nrows > limit:
             meta[M_ROWS] = nrows
             meta[M_TRANS] = ntrans
             return i
+        # prefetch: the user's state 2*AHEAD events ahead, and the table cells of the
+        # rows AHEAD events ahead (a guess from that user's state now; a wrong one only
+        # costs bandwidth)
+        if i + 2 * AHEAD < n:
+            prefetch_row(ust, users[i + 2 * AHEAD])
+        if i + AHEAD < n:
+            j = i + AHEAD
+            uj = users[j]
+            b = ust[uj, R2]
+            if b != NONE:
+                h1 = home(row_key(1, segs[j], NONE, b), mask)
+                prefetch_row(rkeys, h1)
+                prefetch_row(rvals, h1)
+                h2 = home(row_key(2, segs[j], ust[uj, R1] if ust[uj, R1] != NONE else START,
+                                  b), mask)
+                prefetch_row(rkeys, h2)
+                prefetch_row(rvals, h2)
         u = users[i]
         x = items[i]
         s = segs[i]
