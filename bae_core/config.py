@@ -144,7 +144,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                _range(0, lo_open=True)),
         "target_utilisation": Key(float, 0.7, "CPU fraction a replica should run at",
                                   _range(0, 1, lo_open=True)),
-        "headroom": Key(float, 0.2, "extra capacity above the forecast", _range(0, 10)),
+        "headroom": Key(float, 0.0, "extra capacity above the forecast (on top of the "
+                        "target utilisation's slack)", _range(0, 10)),
         "min_replicas": Key(int, 1, "lower bound per service", _range(0)),
         "max_replicas": Key(int, 1000, "upper bound per service", _range(1)),
         "lead_time_s": Key(float, 60.0, "how far ahead the forecast is read", _range(0)),
@@ -165,9 +166,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                          "fraction of the published ones (as HPA's tolerance)", _range(0, 1)),
         "scale_up_period_s": Key(float, 15.0, "at most one scale-up (to 2x or +4) per period, "
                                  "except in panic", _range(0)),
-        "scale_down_period_s": Key(float, 60.0, "at most one scale-down per period",
+        "scale_down_period_s": Key(float, 15.0, "at most one scale-down per period",
                                    _range(0)),
-        "scale_down_fraction": Key(float, 0.5, "largest share of replicas one scale-down "
+        "scale_down_fraction": Key(float, 1.0, "largest share of replicas one scale-down "
                                    "removes", _range(0, 1, lo_open=True)),
         "panic_factor": Key(float, 2.0, "observed load this many times the forecast switches "
                             "to reacting on observed load", _range(1)),

@@ -310,12 +310,18 @@ class Engine:
         ctx_users = np.zeros(n)
         k = min(n, len(self._svc_ctx_rps))
         ctx_users[:k] = self._svc_ctx_rps[:k]
+        # a campaign multiplies the forecast from before it: once its traffic arrives the
+        # forecast holds it already (no double count), and the larger of the two serves
+        active = camp > 1.0
+        start = active & (svcs.camp_base[:n] <= 0)
+        svcs.camp_base[:n][start] = np.maximum(base[start], 1e-9)
+        svcs.camp_base[:n][~active] = 0.0
+        with_camp = np.where(active, np.maximum(base, svcs.camp_base[:n] * camp), base)
         anomalous = self.models["anomaly"].predict({"slots": np.arange(n)})["flag"]
         amult = np.where(anomalous, p.anomaly_multiplier, 1.0)
-        predicted = np.maximum(0.0, base + ctx_users) * camp * amult
+        predicted = np.maximum(0.0, with_camp + ctx_users) * amult
         context_adj = predicted / amult - base
-        rps_q = np.maximum(0.0, base[:, None] + widths + ctx_users[:, None]) \
-            * (camp * amult)[:, None]
+        rps_q = np.maximum(0.0, (with_camp + ctx_users)[:, None] + widths) * amult[:, None]
         counts = svcs.tier_counts[:n]
         tot = counts.sum(1, keepdims=True)
         share = np.where(tot > 0, counts / np.where(tot > 0, tot, 1.0), [[1.0, 0.0, 0.0]])
@@ -323,8 +329,8 @@ class Engine:
         per_replica = np.where(learned > 0, learned, p.rps_per_replica)
         headroom = np.array([p.headroom, p.headroom + p.silver_headroom,
                              p.headroom + p.gold_headroom])
-        want, tier_reps = policy.tier_split(rps_q, share, per_replica, headroom,
-                                            p.min_replicas, p.max_replicas)
+        want, tier_reps, need = policy.tier_split(rps_q, share, per_replica, headroom,
+                                                  p.min_replicas, p.max_replicas)
         ready = svcs.n_obs[:n] > 0
         # panic: the last closed bucket far above the forecast: react to what is observed
         pub = svcs.published[:n]
@@ -341,13 +347,15 @@ class Engine:
             pub, svcs.last_up_us[:n], svcs.last_down_us[:n], now_us,
             int(p.scale_up_period_s * 1e6), int(p.scale_down_period_s * 1e6),
             p.scale_down_fraction, p.max_replicas)
-        max_up = np.where(panic, p.max_replicas, max_up)
+        # a panic or an announced campaign is not noise: no rate limit on the way up
+        max_up = np.where(panic | (camp > 1.0), p.max_replicas, max_up)
         min_down = np.where(in_panic, pub, min_down)
         decision = policy.decide(
-            base, camp, per_replica, p.headroom, p.min_replicas, p.max_replicas,
+            with_camp, np.ones(n), per_replica, p.headroom, p.min_replicas, p.max_replicas,
             pub, svcs.down_ring[:n], svcs.down_slot[:n], now_us,
             int(p.scale_down_window_s * 1e6), ready, want=want, max_up=max_up,
-            min_down=min_down, tolerance=p.tolerance)
+            min_down=min_down, tolerance=p.tolerance,
+            need=np.where(panic, react.astype(float), need))
         svcs.desired[:n] = decision.desired
         changed = np.flatnonzero(decision.publish)
         out = np.zeros(len(changed), wire.ALLOCATION)
@@ -355,8 +363,10 @@ class Engine:
             up = decision.desired[changed] > np.maximum(pub[changed], 0)
             svcs.last_up_us[changed[up]] = now_us
             svcs.last_down_us[changed[~up]] = now_us
-            svcs.order_us[changed[up]] = now_us
-            svcs.order_target[changed[up]] = decision.desired[changed[up]]
+            # start-up time is learned from orders that need replicas not yet running
+            grow = changed[up & (decision.desired[changed] > svcs.observed_replicas[changed])]
+            svcs.order_us[grow] = now_us
+            svcs.order_target[grow] = decision.desired[grow]
             out["ts_us"] = now_us
             out["service"] = svcs.slots.ids[changed]
             out["desired_replicas"] = decision.desired[changed]
@@ -402,7 +412,7 @@ class Engine:
         got = self.combined_forecast(np.arange(n))[:, :max(1, min(H5, int(hsteps.max())))]
         mask = np.arange(got.shape[1])[None, :] < hsteps[:, None]
         seasonal = np.where(mask, np.nan_to_num(got, nan=-np.inf), -np.inf).max(1)
-        base = np.where(seasonal > -np.inf, seasonal, base)
+        base = np.maximum(base, seasonal)
         h = int(steps.max())
         q = self.models["arima"].predict({"h": h, "slots": np.arange(n)})
         at = (np.arange(n), steps - 1)

@@ -3,7 +3,8 @@
 - ``tier_split``: replicas from each SLA tier's forecast quantile and headroom, weighted
   by the tier's share of requests; when the upper bound caps them, gold is served first,
   then silver, then bronze.
-- ``decide``: changes within ``tolerance`` of the published count are ignored; scale-up
+- ``decide``: a need within ``tolerance`` of the published count changes nothing (HPA's
+  tolerance); scale-up
   at once (at most to ``max_up``, the rate limit); scale-down to the largest count
   desired within the stabilisation window (as Kubernetes' HPA does), no lower than
   ``min_down``.
@@ -39,11 +40,13 @@ def tier_split(rps_q: np.ndarray, share: np.ndarray, per_replica: np.ndarray,
                headroom: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """``rps_q[s, t]``: the forecast at tier t's quantile; ``share[s, t]``: tier t's share
     of the service's requests (rows sum to 1); ``headroom[t]``. Returns (desired (n,),
-    replicas per tier (n, 3)), both int64; the tiers' replicas sum to desired."""
+    replicas per tier (n, 3), both int64, the tiers' replicas summing to desired; and the
+    replicas needed before rounding (n,) float)."""
     n = len(rps_q)
     need = np.nan_to_num(rps_q, nan=0.0, posinf=0.0).clip(0) * share * (1.0 + headroom)
     need = need / per_replica[:, None]
-    total = np.clip(np.ceil(need.sum(1) - 1e-9), lo, hi).astype(np.int64)
+    raw = need.sum(1)
+    total = np.clip(np.ceil(raw - 1e-9), lo, hi).astype(np.int64)
     reps = np.zeros((n, 3), np.int64)
     left = total.copy()
     for t in TIERS[::-1]:  # gold first
@@ -52,7 +55,7 @@ def tier_split(rps_q: np.ndarray, share: np.ndarray, per_replica: np.ndarray,
         left -= r
     top = np.where(share[:, 2] > 0, 2, np.where(share[:, 1] > 0, 1, 0))
     reps[np.arange(n), top] += left  # the floor and rounding go to the top tier served
-    return total, reps
+    return total, reps, raw
 
 
 WINDOW_SLOTS = 16  # the stabilisation window is kept as this many slot maxima
@@ -62,7 +65,8 @@ def decide(base: np.ndarray, mult: np.ndarray, per_replica: np.ndarray, headroom
            lo: int, hi: int, published: np.ndarray, ring: np.ndarray, ring_slot: np.ndarray,
            now_us: int, window_us: int, ready: np.ndarray,
            want: np.ndarray | None = None, max_up: np.ndarray | None = None,
-           min_down: np.ndarray | None = None, tolerance: float = 0.0) -> Decision:
+           min_down: np.ndarray | None = None, tolerance: float = 0.0,
+           need: np.ndarray | None = None) -> Decision:
     """Vectorised over services; ``want`` (replicas) replaces the rule from ``base``.
     ``ring``/``ring_slot`` (n, WINDOW_SLOTS) hold the largest desired count of each
     slot of the stabilisation window (updated in place): a scale-down goes to the
@@ -72,8 +76,10 @@ def decide(base: np.ndarray, mult: np.ndarray, per_replica: np.ndarray, headroom
     had = published >= 0
     if max_up is not None:
         desired = np.where(had, np.minimum(desired, np.maximum(max_up, published)), desired)
-    # within the tolerance band of the published count: no change (hysteresis)
-    quiet = had & (np.abs(desired - published) <= tolerance * published)
+    # need within the tolerance band of the published count: no change (HPA's rule)
+    if need is None:
+        need = np.nan_to_num(base * mult, nan=0.0, posinf=0.0) * (1.0 + headroom) / per_replica
+    quiet = had & (published > 0) & (np.abs(need / np.maximum(published, 1) - 1.0) <= tolerance)
     desired = np.where(quiet, published, desired)
     slot_us = max(1, window_us // WINDOW_SLOTS)
     cur = now_us // slot_us

@@ -205,6 +205,7 @@ class Services(Columns):
         "panic_until_us": (np.int64, 0, ()), "last_up_us": (np.int64, 0, ()),
         "last_down_us": (np.int64, 0, ()), "prewarm_for_us": (np.int64, -1, ()),
         "peak_warm_us": (np.int64, -1, ()),
+        "camp_base": (np.float64, 0.0, ()),  # forecast before the campaign in effect
     }
 
     def __init__(self, ring: int, history: int, capacity: int = 64):

@@ -575,6 +575,10 @@ def test_tolerance_band_keeps_the_published_count():
     d = policy.decide(np.array([105.0, 125.0]), np.ones(n), np.full(n, 10.0), 0.0, 1, 100,
                       np.array([10, 10]), ring, slot, 0, 0, np.ones(n, bool), tolerance=0.1)
     assert d.desired.tolist() == [10, 13] and d.publish.tolist() == [False, True]
+    d = policy.decide(np.array([91.0]), np.ones(1), np.full(1, 10.0), 0.0, 1, 100,
+                      np.array([10]), ring[:1], slot[:1], 0, 0, np.ones(1, bool),
+                      tolerance=0.1)
+    assert d.desired.tolist() == [10] and not d.publish[0]  # 9.1 replicas: within 10%
 
 
 def test_clamping_and_nan():

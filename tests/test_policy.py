@@ -38,11 +38,11 @@ def test_tier_split_serves_gold_first_when_capped():
     rps_q = np.array([[100.0, 100.0, 100.0], [100.0, 100.0, 100.0]])
     share = np.array([[0.5, 0.0, 0.5], [1.0, 0.0, 0.0]])
     per = np.array([10.0, 10.0])
-    total, reps = policy.tier_split(rps_q, share, per, np.zeros(3), 1, 8)
+    total, reps, _ = policy.tier_split(rps_q, share, per, np.zeros(3), 1, 8)
     assert total.tolist() == [8, 8]
     assert reps[0].tolist() == [3, 0, 5]  # gold's 5 first, bronze gets what is left
     assert reps[1].tolist() == [8, 0, 0]
-    total, reps = policy.tier_split(rps_q * 0, share, per, np.zeros(3), 2, 8)
+    total, reps, _ = policy.tier_split(rps_q * 0, share, per, np.zeros(3), 2, 8)
     assert total.tolist() == [2, 2] and reps[0].tolist() == [0, 0, 2]  # the floor: top tier
 
 
