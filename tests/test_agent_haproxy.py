@@ -277,7 +277,7 @@ def test_cli_agent_follows_daemon_allocations_and_traffic_hits_only_ready_server
          "--subscribe", d.publish, "--snapshot", d.snapshot, "--reconcile-s", "0.5",
          "--step-s", "0.1", "--ramp-s", "0.3", "--drain-s", "0.2", "--stats-every-s", "1"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
-    traffic = Traffic(d.ingest, WEB, 20.0)  # 20 rps x 1.2 headroom / 10 per replica: 3
+    traffic = Traffic(d.ingest, WEB, 25.0)  # 25 rps / 10 per replica: 3
     try:
         ready = wait_until(lambda: converged(hx, d, at_least=2), 20, "scale-up applied")
         assert len(ready) >= 2
@@ -393,7 +393,7 @@ def test_refused_commands_and_haproxy_gone_are_counted_and_survived(start_daemon
         wait_until(lambda: a.agent.stats()["errors"]["refused"] >= 2, 10, "refusals retried")
         assert "nosuch" in a.agent.stats()["last_error"]
         hx.kill()
-        traffic.rps = 30.0  # the daemon wants more while HAProxy is gone
+        traffic.rps = 40.0  # the daemon wants more (4) while HAProxy is gone
         wait_until(lambda: a.agent.stats()["errors"]["unreachable"] >= 2, 10,
                    "unreachable counted")
         wait_until(lambda: (desired(d) or 0) >= 4, 15, "daemon scaled up")
