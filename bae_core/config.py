@@ -96,7 +96,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "bucket_s": Key(float, 10.0, "request-rate bucket width", _range(0.01, 86400)),
         "late_buckets": Key(int, 2, "buckets a late event may still join", _range(0, 64)),
-        "alpha": Key(float, 0.3, "level smoothing", _range(0, 1, lo_open=True)),
+        "alpha": Key(float, 0.5, "level smoothing", _range(0, 1, lo_open=True)),
         "beta": Key(float, 0.05, "trend smoothing", _range(0, 1)),
         "phi": Key(float, 0.98, "trend damping", _range(0, 1)),
         "history": Key(int, 360, "closed buckets kept per service", _range(8, 1 << 16)),

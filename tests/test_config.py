@@ -200,7 +200,7 @@ def test_fingerprint_follows_model_only():
     base = config.validate().fingerprint()
     assert isinstance(base, str) and len(base) == 16
     assert config.validate().fingerprint() == base
-    assert config.validate({"model": {"alpha": 0.5}}).fingerprint() != base
+    assert config.validate({"model": {"alpha": 0.3}}).fingerprint() != base
     assert config.validate({"model": {"bucket_s": 5.0}}).fingerprint() != base
     assert config.validate({"model": {"bucket_s": 5}}).fingerprint() == \
         config.validate({"model": {"bucket_s": 5.0}}).fingerprint()

@@ -67,7 +67,7 @@ def test_gold_users_get_their_quantile_and_headroom_in_tier_records():
 
 
 def test_panic_reacts_at_once_to_load_far_above_the_forecast():
-    e = Engine(make_cfg(scale_up_period_s=60.0, panic_factor=2.0))
+    e = Engine(make_cfg(scale_up_period_s=60.0, panic_factor=1.5))
     feed(e, 20, 10)
     assert e.services.published[0] == 1
     outs = feed(e, 3, 200, start=T0 + 20 * S)
