@@ -86,7 +86,14 @@ class Engine:
                                         periods=(day, 7 * day if m.weekly else 0),
                                         n_series=8),
             "anomaly": AnomalyDetector(season=0),
+            # segment series (requests per seasonal step, on the daemon's clock)
+            "segment_holt_winters": HoltWinters(bucket_s=m.seasonal_bucket_s,
+                                                periods=(day, 7 * day if m.weekly else 0),
+                                                n_series=8),
+            "segment_arima": OnlineARIMA(8, p=m.arima_p, d=m.arima_d, q=m.arima_q),
+            "segment_anomaly": AnomalyDetector(season=0),
         }
+        self._seg_step = -1  # the seasonal step the segment counters are filling
         self.models["ensemble"] = Ensemble(members=MEMBERS, decay=0.05, power=8.0)
         self.hist5 = RingBuffer(8, HIST5)  # seasonal-step rates per service slot
         self.member_fc = np.full((8, len(MEMBERS), H5), np.nan)
@@ -167,6 +174,9 @@ class Engine:
                              svcs.errors, svcs.bytes, svcs.latency_ms)
         rates.service_activity(s, ts, users.tier[u], svcs.last_req_us, svcs.idle_hist,
                                svcs.tier_counts, int(self.cfg.policy.prewarm_min_idle_s * 1e6))
+        segs = self.segments
+        g = segs.assign(users.segment[u].astype(np.uint64))
+        segs.step_count[:segs.rows] += np.bincount(g, minlength=segs.rows)[:segs.rows]
         if "markov" in self.models:
             self._queue_navigation(r, users.segment[u])
 
@@ -287,6 +297,7 @@ class Engine:
         if hour > self._users_closed_hour:  # silent users' hours close as zero, hourly
             hw_kernels.user_rate_close(now_us, self.users.rate, *USER_RATE)
             self._users_closed_hour = hour
+        self._close_segment_steps(now_us)
         until = now_us // self.bucket_us - m.late_buckets - 1
         if n == 0:
             return np.zeros(0, wire.ALLOCATION)
@@ -673,6 +684,49 @@ class Engine:
             models["holt_winters"].learn({"slot": hs, "value": hv})
             self._select_models(hs, hv)
 
+    def _close_segment_steps(self, now_us: int) -> None:
+        """Feed each finished seasonal step's request rate of every segment to the segment
+        models (empty steps in between as zero, at most a day of them)."""
+        step_us = int(self.cfg.model.seasonal_bucket_s * 1e6)
+        step = now_us // step_us
+        if self._seg_step < 0:
+            self._seg_step = step
+        if step <= self._seg_step:
+            return
+        segs = self.segments
+        k = segs.rows
+        gap = int(min(step - self._seg_step, 86400 * 1e6 // step_us))
+        if k:
+            rates = np.zeros((gap, k))
+            rates[0] = segs.step_count[:k] / self.cfg.model.seasonal_bucket_s
+            batch = {"slot": np.tile(np.arange(k, dtype=np.int64), gap),
+                     "value": rates.ravel()}
+            for name in ("segment_holt_winters", "segment_arima", "segment_anomaly"):
+                self.models[name].learn(batch)
+            segs.step_count[:k] = 0.0
+        self._seg_step = step
+
+    def segment_view(self, key: str) -> dict | None:
+        """One segment's aggregates and its series' forecasts (next hour) and anomaly
+        score; None if unknown."""
+        if not (key.isascii() and key.isdigit()) or int(key) >= 2 ** 32:
+            return None
+        slot = self.segments.slots.find_one(int(key))
+        if slot < 0:
+            return None
+        segs, q = self.segments, np.array([slot])
+        hor = max(1, int(round(3600 / self.cfg.model.seasonal_bucket_s)))
+        f = self.models["segment_holt_winters"].predict({"h": hor, "slots": q})
+        a = self.models["segment_anomaly"].predict({"slots": q})
+        fin = lambda xs: [None if not np.isfinite(x) else max(0.0, float(x)) for x in xs]
+        return {"id": key, "name": self.names[wire.NameKind.SEGMENT].get(int(key)),
+                "requests_evicted_users": int(segs.requests[slot]),
+                "users_evicted": int(segs.users_evicted[slot]),
+                "hourly_requests_utc": segs.hourly[slot].astype(float).tolist(),
+                "step_s": self.cfg.model.seasonal_bucket_s,
+                "forecast_rps": {k: fin(f[k][0]) for k in ("mean", "p50", "p90", "p99")},
+                "anomaly_score": float(a["score"][0]), "anomalous": bool(a["flag"][0])}
+
     # ---- model selection on the seasonal (5-minute) series -------------------------
     def _select_models(self, slots: np.ndarray, values: np.ndarray) -> None:
         """A seasonal step closed for ``slots``: score each member's forecast of it (the
@@ -933,7 +987,7 @@ class Engine:
                    if k.startswith(f"model.{name}.")}
             if got:
                 try:
-                    if name == "arima":
+                    if name in ("arima", "segment_arima"):
                         model.grow(len(got["n"]))
                     model.restore(got)
                 except (ValueError, KeyError, BAEError):  # saved under other settings

@@ -175,10 +175,12 @@ class Users(Columns):
 
 
 class Segments(Columns):
-    """Per-segment aggregates, including the folded behaviour of evicted users."""
+    """Per-segment aggregates, including the folded behaviour of evicted users, and the
+    requests of the seasonal step being counted (the segment series' next value)."""
 
     FIELDS = {"requests": (np.int64, 0, ()), "users_evicted": (np.int64, 0, ()),
-              "hourly": (np.float32, 0.0, (HOURS,))}
+              "hourly": (np.float32, 0.0, (HOURS,)),
+              "step_count": (np.float64, 0.0, ())}  # requests in the current seasonal step
 
 
 class Services(Columns):

@@ -110,6 +110,15 @@ def make_app(daemon) -> web.Application:
         return web.json_response({"service": e.service_name(int(e.services.slots.ids[slot])),
                                   "resources": e.prefetch_list(slot)})
 
+    async def segment(request):
+        key = request.match_info["id"]
+        view = daemon.engine.segment_view(key)
+        if view is None:
+            return web.json_response({"error": f"unknown segment {key!r}",
+                                      "fix": "use the numeric segment id of PROFILE records"},
+                                     status=404)
+        return web.json_response(view)
+
     async def allocations(_):
         e = daemon.engine
         recs = e.allocations(int(time.time() * 1e6))
@@ -134,4 +143,5 @@ def make_app(daemon) -> web.Application:
     app.router.add_get("/v1/allocations", allocations)
     app.router.add_get("/v1/predictions/users/{id}", prediction)
     app.router.add_get("/v1/prefetch/{name}", prefetch)
+    app.router.add_get("/v1/segments/{id}", segment)
     return app

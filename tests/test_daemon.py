@@ -375,8 +375,13 @@ def test_user_profile_and_service_forecast_routes(start_daemon):
     assert len(hw["mean"]) >= 1
     svc = daemon.get("/v1/services/web")
     assert 0.0 <= svc["anomaly_score"] <= 1.0 and svc["anomalous"] in (True, False)
+    seg = daemon.get("/v1/segments/0")  # users without a profile
+    assert seg["id"] == "0" and len(seg["forecast_rps"]["mean"]) == 12
+    pred = daemon.get("/v1/predictions/users/alice.example.org")
+    assert pred["id"] == "5" and pred["needs"] >= 0 and pred["interval_s"] == 10.0
     for bad, code in (("/v1/users/nobody", 404), ("/v1/services/nope/forecast", 404),
-                      ("/v1/services/web/forecast?horizon=x", 400)):
+                      ("/v1/services/web/forecast?horizon=x", 400), ("/v1/segments/77", 404),
+                      ("/v1/predictions/users/nobody", 404), ("/v1/prefetch/nope", 404)):
         with pytest.raises(urllib.error.HTTPError) as e:
             daemon.get(bad)
         assert e.value.code == code

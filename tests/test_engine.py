@@ -880,3 +880,25 @@ def test_checkpoint_state_holds_every_queued_navigation_event():
     meta, arrays = e.state()
     assert meta["nav_learned"] == 500 and e.stats()["navigation_queued"] == 0
     assert arrays["model.markov.meta"][1] == 499  # transitions after the first request
+
+
+def test_segment_series_feed_their_own_models():
+    e = Engine(config.validate({"model": {"seasonal_bucket_s": 60.0}}))
+    p = np.zeros(2, wire.PROFILE)
+    p["ts_us"], p["user"], p["segment"] = T0, [1, 2], [10, 20]
+    e.apply(MsgType.PROFILE, p, T0)
+    for k in range(30):  # 30 one-minute steps: segment 10 sends 120 a minute, 20 sends 60
+        t = T0 + k * 60 * S
+        e.apply(MsgType.REQUEST, reqs(t + np.arange(180) * 1000, user=[1, 2, 1] * 60), t)
+        e.tick(t + 60 * S)
+    v10, v20 = e.segment_view("10"), e.segment_view("20")
+    slots = e.segments.slots.find(np.array([10, 20], np.uint64))
+    assert e.models["segment_holt_winters"]._n_obs[slots].tolist() == [29, 29]
+    assert abs(v10["forecast_rps"]["mean"][0] - 2.0) < 0.2  # 120 a minute
+    assert abs(v20["forecast_rps"]["mean"][0] - 1.0) < 0.1
+    assert 0.0 <= v10["anomaly_score"] <= 1.0 and v10["anomalous"] in (True, False)
+    assert e.segment_view("30") is None and e.segment_view("x") is None
+    meta, arrays = e.state()
+    r = Engine(e.cfg)
+    r.restore(meta, arrays)
+    assert r.segment_view("10")["forecast_rps"] == v10["forecast_rps"]
