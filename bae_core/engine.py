@@ -96,6 +96,8 @@ class Engine:
         self._seg_step = -1  # the seasonal step the segment counters are filling
         self.models["ensemble"] = Ensemble(members=MEMBERS, decay=0.05, power=8.0)
         self.hist5 = RingBuffer(8, HIST5)  # seasonal-step rates per service slot
+        self.seg_hist5 = RingBuffer(8, HIST5)  # ... per segment slot
+        self.segment_prophet: dict | None = None  # the last Prophet refit of the segments
         self.member_fc = np.full((8, len(MEMBERS), H5), np.nan)
         self._lstm: dict | None = None
         self._prophet: dict | None = None
@@ -703,6 +705,9 @@ class Engine:
                      "value": rates.ravel()}
             for name in ("segment_holt_winters", "segment_arima", "segment_anomaly"):
                 self.models[name].learn(batch)
+            if k > self.seg_hist5.n_series:
+                self.seg_hist5.grow(max(k, 2 * self.seg_hist5.n_series))
+            self.seg_hist5.push_batch(batch["slot"], batch["value"])
             segs.step_count[:k] = 0.0
         self._seg_step = step
 
@@ -719,12 +724,18 @@ class Engine:
         f = self.models["segment_holt_winters"].predict({"h": hor, "slots": q})
         a = self.models["segment_anomaly"].predict({"slots": q})
         fin = lambda xs: [None if not np.isfinite(x) else max(0.0, float(x)) for x in xs]
+        models = {"holt_winters": {k: fin(f[k][0]) for k in ("mean", "p50", "p90", "p99")}}
+        a_fc = self.models["segment_arima"].predict({"h": hor, "slots": q})
+        models["arima"] = {k: fin(a_fc[k][0]) for k in ("mean", "p50", "p90", "p99")}
+        got = self.segment_prophet
+        if got is not None and int(key) in got:
+            models["prophet"] = {k: fin(v) for k, v in got[int(key)].items()}
         return {"id": key, "name": self.names[wire.NameKind.SEGMENT].get(int(key)),
                 "requests_evicted_users": int(segs.requests[slot]),
                 "users_evicted": int(segs.users_evicted[slot]),
                 "hourly_requests_utc": segs.hourly[slot].astype(float).tolist(),
                 "step_s": self.cfg.model.seasonal_bucket_s,
-                "forecast_rps": {k: fin(f[k][0]) for k in ("mean", "p50", "p90", "p99")},
+                "forecast_rps": models["holt_winters"], "models": models,
                 "anomaly_score": float(a["score"][0]), "anomalous": bool(a["flag"][0])}
 
     # ---- model selection on the seasonal (5-minute) series -------------------------
@@ -770,6 +781,17 @@ class Engine:
         f = np.full((len(slots), len(MEMBERS), H5), np.nan)
         f[ok] = self.member_fc[slots[ok]]
         return self.models["ensemble"].predict({"slots": slots, "forecasts": f})["mean"]
+
+    def segment_windows(self, width: int):
+        """(segment ids, history float[n, width]) of every segment with history: what
+        the Prophet worker refits."""
+        k = min(self.segments.rows, self.seg_hist5.n_series)
+        slots = np.array([s for s in range(k) if self.seg_hist5.count(s) > 0], np.int64)
+        if len(slots) == 0:
+            return None
+        out = np.empty((len(slots), width))
+        self.seg_hist5.window_into(slots, width, out)
+        return self.segments.slots.ids[slots].copy(), out
 
     def lstm_windows(self, width: int):
         """What the LSTM worker reads: (keys, history float[n, width], steps): keys holds
@@ -941,8 +963,9 @@ class Engine:
         yield from self.segments.parts("segments", dirty_only=False)
         yield from self.services.parts("services", dirty_only=False)
         yield "campaigns", self.campaigns.copy()
-        for k, v in self.hist5.rows(0, self.hist5.n_series).items():
-            yield f"hist5.{k}", v
+        for ring, key in ((self.hist5, "hist5"), (self.seg_hist5, "seg_hist5")):
+            for k, v in ring.rows(0, ring.n_series).items():
+                yield f"{key}.{k}", v
         if "markov" in self.models:  # what was accepted is in the state, queued or not
             while self.learn_navigation():
                 pass
@@ -977,11 +1000,12 @@ class Engine:
         self.segments.load("segments", arrays)
         self.services.load("services", arrays)
         self.campaigns = arrays["campaigns"].astype(wire.CONTEXT)
-        if "hist5.pos" in arrays and arrays["hist5.values"].shape[1:] == (HIST5,):
-            rows = len(arrays["hist5.pos"])
-            self.hist5.grow(max(rows, self.hist5.n_series))
-            self.hist5.set_rows(0, arrays["hist5.values"], arrays["hist5.pos"],
-                                arrays["hist5.count"])
+        for ring, key in ((self.hist5, "hist5"), (self.seg_hist5, "seg_hist5")):
+            if f"{key}.pos" in arrays and arrays[f"{key}.values"].shape[1:] == (HIST5,):
+                rows = len(arrays[f"{key}.pos"])
+                ring.grow(max(rows, ring.n_series))
+                ring.set_rows(0, arrays[f"{key}.values"], arrays[f"{key}.pos"],
+                              arrays[f"{key}.count"])
         for name, model in self.models.items():
             got = {k.rsplit(".", 1)[1]: v for k, v in arrays.items()
                    if k.startswith(f"model.{name}.")}

@@ -349,6 +349,9 @@ class Daemon:
                       extra={"error": str(e)})
 
     async def _prophet_refits(self) -> None:
+        """Every ``model.prophet_interval_s``: Prophet refits every service's seasonal
+        series (its forecasts join the service's ensemble) and every segment's (shown
+        in /v1/segments/{id} beside Holt-Winters and ARIMA), in a worker process."""
         from models.prophet_refit import refit_many
         e, m = self.engine, self.cfg.model
         while True:
@@ -358,12 +361,19 @@ class Daemon:
             if not series:  # nothing long enough yet: look again soon
                 await asyncio.sleep(min(m.prophet_interval_s, 5.0))
                 continue
+            segs = e.segment_windows(2016)
+            seg_series = {} if segs is None else {
+                int(sid): h[np.isfinite(h)] for sid, h in zip(segs[0], segs[1])
+                if np.isfinite(h).sum() >= 24}
             try:
                 res = await asyncio.get_running_loop().run_in_executor(
                     None, lambda: refit_many(series, 12, workers=1))
                 rows = sorted(res)
                 e.offer_forecasts("prophet", {"keys": got[0][rows], "p50": np.stack(
                     [res[i]["p50"] for i in rows])})
+                if seg_series:
+                    e.segment_prophet = await asyncio.get_running_loop().run_in_executor(
+                        None, lambda: refit_many(seg_series, 12, workers=1))
                 self.counters.prophet_refits += 1
             except Exception as err:  # noqa: BLE001 - Prophet is optional
                 self.counters.model_failures += 1

@@ -4,7 +4,7 @@ Run with ``.venv/bin/python -m pytest -q perf/test_holt_winters.py --benchmark-o
 ``.venv/bin/python perf/test_holt_winters.py`` for one JSON object.
 
 * test_hw_update[zipf|uniform]: ``HoltWinters.learn_arrays`` over 1,000,000 series
-  (hourly buckets, daily period 24, the default grid of K=4 parameter sets), batches of
+  (hourly buckets, daily period 24, the default grid of K=13 parameter sets), batches of
   ``BATCH`` observations with slots drawn Zipf(1.2) or uniform, seeded. events/s.
 * test_user_tier_update[zipf|uniform]: the light per-user tier the daemon runs for every
   user (``user_rate_update``: hourly request counts, level, trend and hour-of-day profile,

@@ -75,6 +75,9 @@ def test_prophet_refits_in_a_worker_process_join_the_ensemble(start_daemon):
                 "weights"]
             if weights["prophet"] > 0:
                 break
-    assert d.get("/v1/stats")["prophet_refits"] >= 1
     assert weights["prophet"] > 0 and weights["lstm"] == 0, weights
+    d.wait_for(lambda s: s["prophet_refits"] >= 1, timeout_s=60, what="segments refitted")
+    seg = d.get("/v1/segments/0")["models"]  # users without a profile: segment 0
+    assert len(seg["prophet"]["p50"]) == 12 and set(seg) == {"holt_winters", "arima",
+                                                             "prophet"}
     assert d.stop() == 0
