@@ -82,25 +82,16 @@ def make_app(daemon) -> web.Application:
                                   "unit": "requests/s", "models":
                                   e.service_forecast(slot, horizon)})
 
-    async def user(request):
-        e = daemon.engine
-        key = request.match_info["id"]
-        view = e.user_profile(key, int(time.time() * 1e6))
-        if view is None:
-            return web.json_response({"error": f"unknown or evicted user {key!r}",
-                                      "fix": "use the numeric id or a registered name"},
-                                     status=404)
-        return web.json_response(view)
-
-    async def prediction(request):
-        e = daemon.engine
-        key = request.match_info["id"]
-        view = e.predict_user(key, int(time.time() * 1e6))
-        if view is None:
-            return web.json_response({"error": f"unknown or evicted user {key!r}",
-                                      "fix": "use the numeric id or a registered name"},
-                                     status=404)
-        return web.json_response(view)
+    def user_route(view_of):
+        async def route(request):
+            key = request.match_info["id"]
+            view = view_of(key, int(time.time() * 1e6))
+            if view is None:
+                return web.json_response({"error": f"unknown or evicted user {key!r}",
+                                          "fix": "use the numeric id or a registered name"},
+                                         status=404)
+            return web.json_response(view)
+        return route
 
     async def prefetch(request):
         e = daemon.engine
@@ -139,9 +130,10 @@ def make_app(daemon) -> web.Application:
     app.router.add_get("/v1/services", services)
     app.router.add_get("/v1/services/{name}", service)
     app.router.add_get("/v1/services/{name}/forecast", forecast)
-    app.router.add_get("/v1/users/{id}", user)
+    app.router.add_get("/v1/users/{id}", user_route(daemon.engine.user_profile))
     app.router.add_get("/v1/allocations", allocations)
-    app.router.add_get("/v1/predictions/users/{id}", prediction)
+    app.router.add_get("/v1/predictions/users/{id}",
+                       user_route(daemon.engine.predict_user))
     app.router.add_get("/v1/prefetch/{name}", prefetch)
     app.router.add_get("/v1/segments/{id}", segment)
     return app
