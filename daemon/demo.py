@@ -28,7 +28,9 @@ from .replay import replay
 REASONS = {wire.Reason.FIRST: "first", wire.Reason.SCALE_UP: "up",
            wire.Reason.SCALE_DOWN: "down", wire.Reason.DEFAULT_CAPACITY: "default-capacity",
            wire.Reason.CAMPAIGN: "campaign", wire.Reason.PANIC: "panic",
-           wire.Reason.ANOMALY: "anomaly"}
+           wire.Reason.ANOMALY: "anomaly", wire.Reason.MODEL_HOLT_WINTERS: "hw",
+           wire.Reason.MODEL_ARIMA: "arima", wire.Reason.MODEL_LSTM: "lstm",
+           wire.Reason.MODEL_PROPHET: "prophet"}
 
 
 def _free_port() -> int:
@@ -80,7 +82,7 @@ def _reasons(bits: int) -> str:
 def _table(sub: DeltaSubscriber, changes: dict, progress: dict, stats: dict) -> Group:
     t = Table(title="BAE allocation deltas (desired replicas per service)", expand=False)
     for col in ("service", "forecast rps", "rps/replica", "replicas", "change", "why",
-                "updates"):
+                "updates", "prefetch n@p1"):
         t.add_column(col, justify="right" if col not in ("service", "why") else "left")
     rows = sorted(sub.state.allocations.items(), key=lambda kv: -kv[1]["predicted_rps"])
     for sid, r in rows[:15]:
@@ -88,16 +90,18 @@ def _table(sub: DeltaSubscriber, changes: dict, progress: dict, stats: dict) -> 
         des = int(r["desired_replicas"])
         arrow = "" if prev == des else (f"[green]{prev}->{des}" if des > prev
                                         else f"[yellow]{prev}->{des}")
+        pf = sub.state.prefetch.get(sid)
         t.add_row(sub.state.names.get(sid, str(sid)), f"{r['predicted_rps']:.1f}",
                   f"{r['rps_per_replica']:.0f}", str(des), arrow, _reasons(int(r["reasons"])),
-                  str(n))
+                  str(n), "" if pf is None else f"{len(pf)}@{pf['probability'].max():.2f}")
     sent, total = progress["sent"], progress["total"]
     bar = int(30 * sent / max(total, 1))
     head = Text.from_markup(
         f"replay [{'#' * bar}{'.' * (30 - bar)}] {sent}/{total} events   "
         f"accepted {stats.get('events_accepted', 0)}   rejected "
         f"{stats.get('events_rejected', 0)}   delta seq {sub.sequence}   "
-        f"resyncs {sub.resyncs}")
+        f"resyncs {sub.resyncs}   pre-warm orders {len(sub.state.prewarm)} services   "
+        f"prefetch lists {len(sub.state.prefetch)}")
     return Group(head, t)
 
 
