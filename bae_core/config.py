@@ -144,6 +144,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                _range(0, lo_open=True)),
         "target_utilisation": Key(float, 0.7, "CPU fraction a replica should run at",
                                   _range(0, 1, lo_open=True)),
+        "memory_per_replica_bytes": Key(float, 0.0, "memory one replica may use; when set, "
+                                        "METRIC memory counts in the capacity model "
+                                        "(0: off)", _range(0)),
+        "metric_window_s": Key(float, 60.0, "the window METRIC utilisation is averaged over "
+                               "(paired with the request rate of that window)",
+                               _range(0, lo_open=True)),
+        "db_query_ms_budget": Key(float, 0.0, "mean DB query time at which a replica counts "
+                                  "as fully busy; when set, METRIC db_query_ms counts in the "
+                                  "capacity model (0: off)", _range(0)),
         "headroom": Key(float, 0.0, "extra capacity above the forecast (on top of the "
                         "target utilisation's slack)", _range(0, 10)),
         "min_replicas": Key(int, 1, "lower bound per service", _range(0)),
@@ -152,6 +161,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "scale_down_window_s": Key(float, 300.0, "stabilisation before scaling down",
                                    _range(0)),
         "shadow": Key(bool, False, "publish deltas as advisory only"),
+        "error_halflife_s": Key(float, 3600.0, "half-life of the forecast errors the tier "
+                                "quantiles are read from", _range(0, lo_open=True)),
         "bronze_quantile": Key(float, 0.5, "forecast quantile bronze-tier demand is provisioned "
                                "for", _range(0.01, 0.999)),
         "silver_quantile": Key(float, 0.9, "...silver tier", _range(0.01, 0.999)),

@@ -17,7 +17,7 @@ import numpy as np
 from . import needs, policy, wire
 from .errors import BAEError
 from .kernels import holt_winters as hw_kernels
-from .kernels import rates
+from .kernels import rates, residuals
 from .kernels import users as user_kernels
 from .models.anomaly import AnomalyDetector
 from .models.arima import OnlineARIMA
@@ -57,6 +57,10 @@ _NO_LOCK = contextlib.nullcontext()
 # the light per-user tier's smoothing (alpha, beta, gamma, phi) over hourly counts
 USER_RATE = (0.1, 0.01, 0.1, 0.98)
 Z90 = 1.2815515655446004
+CAPACITY_DECAY = 0.95  # per METRIC record, of the sums the capacity is learned from
+SATURATED = 0.98
+MIN_RATE = 1e-6  # requests/s: below this summed rate the capacity is not learned  # utilisation at which a METRIC record only bounds the capacity
+MIN_ERRORS = 20.0  # scored buckets before a service's own error quantiles are used
 _Z = NormalDist().inv_cdf
 
 
@@ -235,14 +239,49 @@ class Engine:
             prev = svcs.startup_s[ss]
             svcs.startup_s[ss] = np.where(prev > 0, 0.7 * prev + 0.3 * took, took)
             svcs.order_us[ss] = -1
-        # requests per replica at the target utilisation, from the current smoothed rate
-        ok = (r["replicas"] > 0) & (r["cpu"] > 0.01) & (svcs.n_obs[s] > 0)
-        if ok.any():
-            ss = s[ok]
-            est = (svcs.level[ss] / r["replicas"][ok] / r["cpu"][ok]
-                   * self.cfg.policy.target_utilisation)
-            prev = svcs.learned_rps_per_replica[ss]
-            svcs.learned_rps_per_replica[ss] = np.where(prev > 0, 0.8 * prev + 0.2 * est, est)
+        # capacity: the utilisation is paired with the request rate over its window once
+        # the buckets covering that window close (in ``tick``)
+        p = self.cfg.policy
+        util = r["cpu"].astype(np.float64)
+        if p.memory_per_replica_bytes > 0:
+            util = np.maximum(util, r["memory_bytes"] / (np.maximum(r["replicas"], 1)
+                                                         * p.memory_per_replica_bytes))
+        if p.db_query_ms_budget > 0:
+            util = np.maximum(util, r["db_query_ms"] / p.db_query_ms_budget)
+        # a saturated replica set only bounds the capacity; an idle one says nothing
+        ok = (r["replicas"] > 0) & (util > 0.01) & (util < SATURATED)
+        svcs.metric_busy[s] = np.where(ok, r["replicas"] * util, np.nan)
+        svcs.metric_us[s] = r["ts_us"]
+
+    def _learn_capacity(self, n: int) -> None:
+        """Requests per replica at the target utilisation, from METRIC records whose window
+        has closed: the request rate over the window against replicas x utilisation of the
+        busiest resource, as a ratio of decayed sums (a mean of ratios is biased by noise)."""
+        svcs, p, m = self.services, self.cfg.policy, self.cfg.model
+        ts = svcs.metric_us[:n]
+        last = (ts - 1) // self.bucket_us  # the bucket holding the window's end
+        due = np.flatnonzero((ts > 0) & (svcs.closed[:n] >= last) & (svcs.n_obs[:n] > 0))
+        if len(due) == 0:
+            return
+        svcs.metric_us[due] = 0
+        busy = svcs.metric_busy[due]
+        k = max(1, int(round(p.metric_window_s / m.bucket_s)))
+        back = svcs.closed[due] - last[due]  # buckets closed after the window's end
+        H = svcs.hist.shape[1]
+        # the window's buckets still in the history (it may start before the series)
+        have = np.minimum(np.minimum(svcs.n_obs[due], H) - back, k)
+        keep = np.isfinite(busy) & (have >= 1)
+        due, busy, back, have = due[keep], busy[keep], back[keep], have[keep]
+        if len(due) == 0:
+            return
+        off = np.arange(k)[None, :]
+        j = (svcs.n_obs[due] - 1 - back)[:, None] - off
+        rate = np.where(off < have[:, None], svcs.hist[due[:, None], j % H], 0.0).sum(1) / have
+        svcs.cap_rate[due] = svcs.cap_rate[due] * CAPACITY_DECAY + rate
+        svcs.cap_busy[due] = svcs.cap_busy[due] * CAPACITY_DECAY + busy
+        fit = due[svcs.cap_rate[due] > MIN_RATE]  # no requests yet: nothing learned
+        svcs.learned_rps_per_replica[fit] = (svcs.cap_rate[fit] / svcs.cap_busy[fit]
+                                             * p.target_utilisation)
 
     def _profiles(self, r: np.ndarray) -> None:
         users = self.users
@@ -306,6 +345,7 @@ class Engine:
         rates.close_all(n, until, svcs.ring_ids, svcs.ring_counts, svcs.closed, svcs.level,
                         svcs.trend, svcs.n_obs, svcs.hist, m.alpha, m.beta, m.phi, m.bucket_s)
         self._feed_models(n)
+        self._learn_capacity(n)
         if now_us - self._needs_at >= p.needs_interval_s * 1e6 or self._needs_at < 0:
             self._update_lifts(now_us)
             if self.needs_inline:
@@ -334,7 +374,11 @@ class Engine:
         amult = np.where(anomalous, p.anomaly_multiplier, 1.0)
         predicted = np.maximum(0.0, with_camp + ctx_users) * amult
         context_adj = predicted / amult - base
-        rps_q = np.maximum(0.0, (with_camp + ctx_users)[:, None] + widths) * amult[:, None]
+        svcs.err_fc[:n] = with_camp + ctx_users  # scored against the next closed buckets
+        # the forecast runs at the target utilisation; each tier's quantile of demand must
+        # still fit below saturation (per_replica is at the target utilisation)
+        fc = (with_camp + ctx_users)[:, None]
+        rps_q = np.maximum(fc, (fc + widths) * p.target_utilisation).clip(0) * amult[:, None]
         counts = svcs.tier_counts[:n]
         tot = counts.sum(1, keepdims=True)
         share = np.where(tot > 0, counts / np.where(tot > 0, tot, 1.0), [[1.0, 0.0, 0.0]])
@@ -411,8 +455,13 @@ class Engine:
     def _forecast_ahead(self, n: int, steps: np.ndarray):
         """Per service: the highest request rate forecast over the next ``steps`` buckets
         (the smoother's path, and the ensemble's seasonal forecast once its members have
-        one, whichever is higher), and the width of each tier's quantile above it (from
-        online ARIMA's intervals)."""
+        one, whichever is higher), and how far each tier's quantile of demand lies above
+        it.
+
+        An allocation holds for the stabilisation window, so a tier's quantile q is of the
+        window's peak bucket: the bucket quantile q ** (bucket / window). It is read from
+        the service's own forecast errors once ``MIN_ERRORS`` buckets were scored, before
+        that from online ARIMA's (Gaussian) interval."""
         svcs, m, p = self.services, self.cfg.model, self.cfg.policy
         phi = m.phi
         # damped trend: the path is monotone, so its maximum is at step 1 or at the lead
@@ -426,13 +475,25 @@ class Engine:
         mask = np.arange(got.shape[1])[None, :] < hsteps[:, None]
         seasonal = np.where(mask, np.nan_to_num(got, nan=-np.inf), -np.inf).max(1)
         base = np.maximum(base, seasonal)
-        h = int(steps.max())
-        q = self.models["arima"].predict({"h": h, "slots": np.arange(n)})
-        at = (np.arange(n), steps - 1)
-        sd = np.nan_to_num((q["p90"][at] - q["mean"][at]) / Z90, nan=0.0).clip(0)
-        z = np.array([_Z(p.bronze_quantile), _Z(p.silver_quantile), _Z(p.gold_quantile)])
-        widths = (sd[:, None] * z[None, :]).clip(0)
+        qs = self.bucket_quantiles()
+        widths = np.empty((n, 3))
+        residuals.quantiles(svcs.err_hist, n, qs, MIN_ERRORS, m.bucket_s, widths)
+        cold = np.isnan(widths).any(1)
+        if cold.any():
+            h = int(steps.max())
+            q = self.models["arima"].predict({"h": h, "slots": np.arange(n)})
+            at = (np.arange(n), steps - 1)
+            sd = np.nan_to_num((q["p90"][at] - q["mean"][at]) / Z90, nan=0.0).clip(0)
+            z = np.array([_Z(x) for x in qs])
+            widths[cold] = (sd[cold, None] * z[None, :]).clip(0)
         return base, widths
+
+    def bucket_quantiles(self) -> np.ndarray:
+        """Per tier (bronze, silver, gold): the quantile of one bucket's demand that makes
+        the tier's quantile of the stabilisation window's peak."""
+        m, p = self.cfg.model, self.cfg.policy
+        per = m.bucket_s / max(m.bucket_s, p.scale_down_window_s)
+        return np.array([p.bronze_quantile, p.silver_quantile, p.gold_quantile]) ** per
 
     def _tiers_out(self, n, now_us, tier_reps, ready, changed, headroom) -> None:
         """TIER records for services whose tier split changed (or whose allocation was
@@ -668,6 +729,9 @@ class Engine:
         svcs.fed[:n] = svcs.n_obs[:n]
         if len(slots) == 0:
             return
+        decay = 0.5 ** (self.cfg.model.bucket_s / self.cfg.policy.error_halflife_s)
+        residuals.learn(slots, values, svcs.err_fc, svcs.err_hist, decay,
+                        self.cfg.model.bucket_s)
         batch = {"slot": slots, "value": values}
         models["arima"].learn(batch)
         models["anomaly"].learn(batch)

@@ -26,8 +26,8 @@ Predictive policy
     the engine emits them, via ``take_outputs``) raise the order to ``replicas`` from
     ``at_us - startup_s`` (so they are ready at ``at_us``) until ``at_us +
     prewarm_window_s``. The engine is told rps_per_replica = C x target_utilisation (what
-    its METRIC learning converges to: requests per replica at the target utilisation) and a
-    lead time of at least ``startup_s``.
+    its METRIC learning converges to: requests per replica at the target utilisation),
+    the METRIC window and a lead time of at least ``startup_s``.
 
 Reactive policy (HPA target tracking)
     Every ``sync_s``: observed = the request rate over the sync period just ended;
@@ -122,10 +122,11 @@ class SimSettings:
 
 def engine_overrides(s: SimSettings) -> dict:
     """Config values the backtest imposes on the engine (merge over the user's config):
-    the step as bucket width, the capacity the METRIC records will teach, and a lead time
-    covering the start-up delay."""
+    the step as bucket width, the capacity the METRIC records will teach and the window
+    they average over."""
     return {"model": {"bucket_s": s.step_s},
-            "policy": {"rps_per_replica": s.rps_per_replica * s.target_utilisation}}
+            "policy": {"rps_per_replica": s.rps_per_replica * s.target_utilisation,
+                       "metric_window_s": s.metric_window_s}}
 
 
 def apply_overrides(doc: dict, s: SimSettings) -> dict:

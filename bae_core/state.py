@@ -14,6 +14,7 @@ from ext.ringbuf import RingBuffer
 from .kernels.hashmap import cached_slots
 from .kernels.holt_winters import RATE_FILL, R_WIDTH
 from .kernels.rates import IDLE_BINS
+from .kernels.residuals import ERR_BINS
 from .policy import WINDOW_SLOTS
 from .slots import EMPTY, SlotMap
 
@@ -194,6 +195,8 @@ class Services(Columns):
         "errors": (np.int64, 0, ()), "bytes": (np.float64, 0.0, ()),
         "latency_ms": (np.float64, 0.0, ()), "observed_replicas": (np.uint32, 0, ()),
         "cpu": (np.float64, 0.0, ()), "learned_rps_per_replica": (np.float64, 0.0, ()),
+        "cap_rate": (np.float64, 0.0, ()), "cap_busy": (np.float64, 0.0, ()),
+        "metric_busy": (np.float64, np.nan, ()), "metric_us": (np.int64, 0, ()),
         "desired": (np.int64, 0, ()), "published": (np.int64, -1, ()),
         "down_ring": (np.int64, 0, (WINDOW_SLOTS,)), "down_slot": (np.int64, -1, (WINDOW_SLOTS,)),
         "fed": (np.int64, 0, ()),  # closed buckets already handed to the models
@@ -208,6 +211,8 @@ class Services(Columns):
         "last_down_us": (np.int64, 0, ()), "prewarm_for_us": (np.int64, -1, ()),
         "peak_warm_us": (np.int64, -1, ()),
         "camp_base": (np.float64, 0.0, ()),  # forecast before the campaign in effect
+        # forecast errors of the rate (decayed histogram) and the forecast being scored
+        "err_hist": (np.float32, 0.0, (ERR_BINS,)), "err_fc": (np.float64, -1.0, ()),
     }
 
     def __init__(self, ring: int, history: int, capacity: int = 64):

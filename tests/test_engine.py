@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bae_core import config, policy, wire
+from bae_core import engine as engine_mod
 from bae_core.engine import Engine
 from bae_core.kernels import rates
 from bae_core.wire import MsgType, Reason
@@ -625,23 +626,61 @@ def test_metrics_teach_rps_per_replica():
     first = e.tick(now)
     assert first["reasons"][0] == Reason.FIRST | Reason.DEFAULT_CAPACITY
     assert first["desired_replicas"][0] == 3 and first["rps_per_replica"][0] == 10.0
-    e.apply(MsgType.METRIC, metric(7, replicas=5, cpu=0.5), now)
+    # a METRIC is paired with the request rate of its window once that window has closed
+    end = T0 + 3 * S  # its window ends with bucket 2, closed already
+    e.apply(MsgType.METRIC, metric(7, replicas=5, cpu=0.5, ts=end), now)
     assert e.services.observed_replicas[0] == 5 and e.services.cpu[0] == 0.5
-    est = 25.0 / 5 / 0.5 * e.cfg.policy.target_utilisation  # 7 rps per replica
-    assert e.services.learned_rps_per_replica[0] == pytest.approx(est)
+    assert e.services.learned_rps_per_replica[0] == 0.0  # learned at the tick
     out = e.tick(now)
+    est = 25.0 / (5 * 0.5) * e.cfg.policy.target_utilisation  # 7 rps per replica
+    assert e.services.learned_rps_per_replica[0] == pytest.approx(est)
     assert len(out) == 1
     assert out["desired_replicas"][0] == 4  # ceil(25 / 7)
     assert out["previous_replicas"][0] == 3 and out["observed_replicas"][0] == 5
     assert out["rps_per_replica"][0] == pytest.approx(est, rel=1e-6)
     assert out["reasons"][0] == Reason.SCALE_UP  # the DEFAULT_CAPACITY bit is gone
     assert e.service_summary(0)["capacity_learned"] is True
-    e.apply(MsgType.METRIC, metric(7, replicas=2, cpu=0.5), now)  # a second sample: smoothed
-    learned = 0.8 * est + 0.2 * (25.0 / 2 / 0.5 * 0.7)
+    # a second sample: decayed sums of rate and busy replicas, not a mean of ratios
+    e.apply(MsgType.METRIC, metric(7, replicas=2, cpu=0.5, ts=end), now)
+    assert len(e.tick(now)) == 0  # ceil(25 / 10.1) = 3 < 4: waits for the window
+    d = engine_mod.CAPACITY_DECAY
+    learned = (d * 25 + 25) / (d * 2.5 + 1.0) * 0.7
     assert e.services.learned_rps_per_replica[0] == pytest.approx(learned)
-    assert len(e.tick(now)) == 0  # ceil(25 / 9.1) = 3 < 4: waits for the window
     assert e.services.desired[0] == 3
     assert e.allocations(now)["rps_per_replica"][0] == pytest.approx(learned, rel=1e-6)
+
+
+def test_capacity_waits_for_the_metric_window_and_skips_saturation():
+    e, now = warm_engine(rate=20)
+    e.tick(now)
+    # the window of this METRIC ends in bucket 4, still open at the next tick
+    e.apply(MsgType.METRIC, metric(7, replicas=4, cpu=0.5, ts=T0 + 5 * S), now)
+    e.apply(MsgType.REQUEST, reqs(np.full(40, T0 + 3 * S)), now)
+    e.apply(MsgType.REQUEST, reqs(np.full(40, T0 + 4 * S)), now)
+    e.tick(now)
+    assert e.services.learned_rps_per_replica[0] == 0.0
+    e.tick(T0 + 6 * S)  # buckets 3 and 4 close: the window (clipped to the series) is
+    # 20, 20, 20, 40, 40 requests/s, mean 28, against 4 x 0.5 replicas busy
+    assert e.services.learned_rps_per_replica[0] == pytest.approx(28 / 2.0 * 0.7)
+    before = e.services.learned_rps_per_replica[0]
+    e.apply(MsgType.METRIC, metric(7, replicas=1, cpu=1.0, ts=T0 + 5 * S), now)
+    e.tick(T0 + 7 * S)  # saturated: only a bound, not learned from
+    assert e.services.learned_rps_per_replica[0] == before
+
+
+def test_memory_and_db_time_count_when_configured():
+    e, now = warm_engine(rate=20, memory_per_replica_bytes=1e9, db_query_ms_budget=50.0)
+    m = metric(7, replicas=4, cpu=0.25, ts=T0 + 3 * S)
+    m["memory_bytes"] = 2e9  # 4 replicas x 1 GB: memory is half used, the binding resource
+    m["db_query_ms"] = 10.0
+    e.apply(MsgType.METRIC, m, now)
+    e.tick(now)
+    assert e.services.learned_rps_per_replica[0] == pytest.approx(20 / (4 * 0.5) * 0.7)
+    e2, now = warm_engine(rate=20, db_query_ms_budget=50.0)
+    m["db_query_ms"] = 40.0  # 0.8 of the budget: the database binds
+    e2.apply(MsgType.METRIC, m, now)
+    e2.tick(now)
+    assert e2.services.learned_rps_per_replica[0] == pytest.approx(20 / (4 * 0.8) * 0.7)
 
 
 def test_metrics_ignored_without_observations_or_load():
