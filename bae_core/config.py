@@ -181,7 +181,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                    _range(0)),
         "scale_down_fraction": Key(float, 1.0, "largest share of replicas one scale-down "
                                    "removes", _range(0, 1, lo_open=True)),
-        "panic_factor": Key(float, 2.0, "observed load this many times the forecast switches "
+        "panic_factor": Key(float, 1.5, "observed load this many times the forecast switches "
                             "to reacting on observed load", _range(1)),
         "panic_window_s": Key(float, 60.0, "no scale-down for this long after a panic",
                               _range(0)),

@@ -60,7 +60,9 @@ Z90 = 1.2815515655446004
 CAPACITY_DECAY = 0.95  # per METRIC record, of the sums the capacity is learned from
 SATURATED = 0.98
 MIN_RATE = 1e-6  # requests/s: below this summed rate the capacity is not learned  # utilisation at which a METRIC record only bounds the capacity
-MIN_ERRORS = 20.0  # scored buckets before a service's own error quantiles are used
+MIN_ERRORS = 20.0
+ENSEMBLE_MIN_SCORED = 12  # seasonal steps judged before the ensemble joins the forecast
+PANIC_MIN_WINDOW_S = 15.0  # the shortest part of an open bucket panic reads a rate from  # scored buckets before a service's own error quantiles are used
 _Z = NormalDist().inv_cdf
 
 
@@ -103,6 +105,7 @@ class Engine:
         self.seg_hist5 = RingBuffer(8, HIST5)  # ... per segment slot
         self.segment_prophet: dict | None = None  # the last Prophet refit of the segments
         self.member_fc = np.full((8, len(MEMBERS), H5), np.nan)
+        self._combined = None  # combined_forecast of every row, until a step closes
         self._lstm: dict | None = None
         self._prophet: dict | None = None
         if m.markov:
@@ -392,6 +395,13 @@ class Engine:
         # panic: the last closed bucket far above the forecast: react to what is observed
         pub = svcs.published[:n]
         last = svcs.hist[np.arange(n), (svcs.n_obs[:n] - 1) % svcs.hist.shape[1]]
+        # the open bucket counts once it spans HPA's sync period (or the whole bucket)
+        b = now_us // self.bucket_us
+        elapsed_s = (now_us - b * self.bucket_us) / 1e6
+        if elapsed_s >= min(PANIC_MIN_WINDOW_S, m.bucket_s):
+            k = b % svcs.ring_ids.shape[1]
+            so_far = np.where(svcs.ring_ids[:n, k] == b, svcs.ring_counts[:n, k], 0.0)
+            last = np.maximum(last, so_far / elapsed_s)
         observed = np.where(ready, last, 0.0)
         react = policy.replicas_for(observed, per_replica, p.headroom, p.min_replicas,
                                     p.max_replicas)
@@ -453,10 +463,10 @@ class Engine:
         return out
 
     def _forecast_ahead(self, n: int, steps: np.ndarray):
-        """Per service: the highest request rate forecast over the next ``steps`` buckets
-        (the smoother's path, and the ensemble's seasonal forecast once its members have
-        one, whichever is higher), and how far each tier's quantile of demand lies above
-        it.
+        """Per service: the request rate forecast over the next ``steps`` buckets (the
+        highest point of the smoother's path, averaged with the ensemble's seasonal
+        forecast once its members have one), and how far each tier's quantile of demand
+        lies above it.
 
         An allocation holds for the stabilisation window, so a tier's quantile q is of the
         window's peak bucket: the bucket quantile q ** (bucket / window). It is read from
@@ -474,7 +484,11 @@ class Engine:
         got = self.combined_forecast(np.arange(n))[:, :max(1, min(H5, int(hsteps.max())))]
         mask = np.arange(got.shape[1])[None, :] < hsteps[:, None]
         seasonal = np.where(mask, np.nan_to_num(got, nan=-np.inf), -np.inf).max(1)
-        base = np.maximum(base, seasonal)
+        # an equal-weight combination: the smoother follows the last minutes, the ensemble
+        # the seasons (once its members were judged for an hour); either one alone, or the
+        # larger, did worse in backtests
+        judged = self.models["ensemble"].scored(np.arange(n)) >= ENSEMBLE_MIN_SCORED
+        base = np.where(np.isfinite(seasonal) & judged, 0.5 * (base + seasonal), base)
         qs = self.bucket_quantiles()
         widths = np.empty((n, 3))
         residuals.quantiles(svcs.err_hist, n, qs, MIN_ERRORS, m.bucket_s, widths)
@@ -578,11 +592,14 @@ class Engine:
         lifts = {}
         for key, counts in (("geo", self.geo_count), ("device", self.device_count)):
             r = self._ctx_rates[key]
-            rate = counts / dt
-            r[0] += min(1.0, dt / 300.0) * (rate - r[0])
-            r[1] += min(1.0, dt / 86400.0) * (rate - r[1])
-            counts[:] = 0.0
-            lifts[key] = needs.context_lift(r[0], r[1], min_slow=0.01)
+            seen = np.flatnonzero((counts > 0) | (r[1] > 0))  # few of the 65,536 ids
+            rate = counts[seen] / dt
+            r[0, seen] += min(1.0, dt / 300.0) * (rate - r[0, seen])
+            r[1, seen] += min(1.0, dt / 86400.0) * (rate - r[1, seen])
+            counts[seen] = 0.0
+            lift = np.ones(len(counts))
+            lift[seen] = needs.context_lift(r[0, seen], r[1, seen], min_slow=0.01)
+            lifts[key] = lift
         self._lifts = lifts
 
     def compute_needs(self, now_us: int) -> dict | None:
@@ -830,6 +847,7 @@ class Engine:
             if got is not None:
                 fc[:, m] = _aligned(got, self.services.slots.ids[slots], counts)
         self.member_fc[slots] = fc
+        self._combined = None
 
     def model_weights(self, slots: np.ndarray) -> np.ndarray:
         """(n, members) ensemble weights of each service's forecasters (``MEMBERS``)."""
@@ -840,11 +858,15 @@ class Engine:
 
     def combined_forecast(self, slots: np.ndarray) -> np.ndarray:
         """(n, H5) the ensemble's seasonal-step forecasts made at each service's last
-        seasonal close (NaN where no member has one)."""
-        ok = slots < len(self.member_fc)
-        f = np.full((len(slots), len(MEMBERS), H5), np.nan)
-        f[ok] = self.member_fc[slots[ok]]
-        return self.models["ensemble"].predict({"slots": slots, "forecasts": f})["mean"]
+        seasonal close (NaN where no member has one). They change only when a seasonal
+        step closes, so they are kept until then."""
+        if self._combined is None:
+            self._combined = self.models["ensemble"].predict(
+                {"slots": np.arange(len(self.member_fc)), "forecasts": self.member_fc})["mean"]
+        out = np.full((len(slots), H5), np.nan)
+        ok = slots < len(self._combined)
+        out[ok] = self._combined[slots[ok]]
+        return out
 
     def segment_windows(self, width: int):
         """(segment ids, history float[n, width]) of every segment with history: what
@@ -1060,6 +1082,7 @@ class Engine:
 
     def restore(self, meta: dict, arrays: dict[str, np.ndarray]) -> None:
         """Load what ``state_parts`` produced (into a fresh engine)."""
+        self._combined = None
         self.users.load("users", arrays)
         self.segments.load("segments", arrays)
         self.services.load("services", arrays)
@@ -1157,12 +1180,28 @@ class Engine:
             "rps_per_replica": learned if learned > 0 else p.rps_per_replica,
             "capacity_learned": learned > 0, "desired_replicas": int(s.desired[slot]),
             "published_replicas": int(s.published[slot]),
+            "tier_widths_rps": self._tier_widths(slot),
             "recent_rates_rps": self.rate_history(slot)[-12:].tolist(),
             "anomaly_score": float(self.models["anomaly"].predict(
                 {"slots": np.array([slot])})["score"][0]),
             "anomalous": bool(self.models["anomaly"].predict(
                 {"slots": np.array([slot])})["flag"][0]),
         }
+
+    def _tier_widths(self, slot: int) -> dict:
+        """How far above the forecast each tier is sized, and from what: the service's own
+        errors, or ARIMA's interval before enough were scored."""
+        w = np.empty((1, 3))
+        residuals.quantiles(self.services.err_hist[slot:slot + 1], 1, self.bucket_quantiles(),
+                            MIN_ERRORS, self.cfg.model.bucket_s, w)
+        source = "errors"
+        if np.isnan(w).any():
+            source = "arima"
+            n = slot + 1
+            w = self._forecast_ahead(n, np.ones(n, np.int64))[1][slot:slot + 1]
+        out = {name: float(x) for name, x in zip(("bronze", "silver", "gold"), w[0])}
+        out["source"] = source
+        return out
 
     def stats(self) -> dict:
         return {"users": len(self.users), "services": len(self.services),

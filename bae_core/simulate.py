@@ -13,13 +13,14 @@ Cluster model (both policies)
 Time
     A fine grid of ``cell`` seconds (the gcd of the step, the HPA sync period and the
     start-up delay) carries the demand and the replica counts; metrics are summed per
-    simulation step of ``step_s`` (= model.bucket_s). The engine sees each step's requests
-    with now = end of step, then one METRIC record per service (replicas = ready now,
-    cpu = demand over the last ``metric_window_s`` / (ready x C), capped at 1.0), then
-    ``tick(now)`` once per step. Allocations take effect from that instant. Requests are
-    applied with the clock at the step's last microsecond (now - 1), so that, with
-    ``model.late_buckets`` = 0 (the backtest's default: nothing is late in simulated time),
-    the tick at ``now`` closes the step's bucket.
+    simulation step of ``step_s`` (= model.bucket_s). The engine ticks as often as the HPA
+    syncs (the daemon ticks every second), so several times per step when the step is
+    longer: at each tick it sees the requests since the last one, with the clock at the
+    tick's last microsecond (now - 1), then ``tick(now)``; allocations take effect from
+    that instant. At the step's last tick, one METRIC record per service comes first
+    (replicas = ready now, cpu = demand over the last ``metric_window_s`` / (ready x C),
+    capped at 1.0). With ``model.late_buckets`` = 0 (the backtest's default: nothing is
+    late in simulated time), the tick at the step's end closes its bucket.
 
 Predictive policy
     ordered = the last ALLOCATION.desired_replicas of the service; PREWARM records (when
@@ -108,6 +109,12 @@ class SimSettings:
             bad("cache_size", "must be >= 1", "give a positive cache size")
         if self.min_replicas > self.max_replicas:
             bad("min_replicas", "exceeds max_replicas", "fix the bounds")
+
+    def ticks_per_step(self, cells_per_step: int) -> int:
+        """Engine ticks per step: as often as the HPA syncs (the daemon ticks every second),
+        when whole cells divide the step that way; else once per step."""
+        t = max(1, int(round(self.step_s / self.sync_s)))
+        return t if cells_per_step % t == 0 else 1
 
     @property
     def cell_s(self) -> float:
@@ -449,7 +456,10 @@ def run_predictive(cfg, demand: Demand, s: SimSettings, engine=None,
     mw = max(1, int(round(s.metric_window_s / s.step_s)))
     C = s.rps_per_replica
     init = initial_replicas(demand, s)
-    O = np.empty((K + 1, S), np.int64)  # O[k]: ordered during step k
+    T = s.ticks_per_step(r)
+    ct = r // T  # cells per tick
+    tick_us = step_us // T
+    O = np.empty((K * T + 1, S), np.int64)  # O[t]: ordered during tick interval t
     O[0] = init
     desired = init.copy()
     predicted = np.full(S, np.nan)
@@ -485,75 +495,86 @@ def run_predictive(cfg, demand: Demand, s: SimSettings, engine=None,
         engine.apply(wire.MsgType.CONTEXT, contexts, t0)
     t_engine = 0.0
     for k in range(K):
-        now = t0 + (k + 1) * step_us
         recs = demand.events(k)
-        if score_pf and pf_seen and bounds[k + 1] > bounds[k]:
-            pf_hits += int(in_list[req_pair[bounds[k]:bounds[k + 1]]].sum())
-        te = time.perf_counter()
-        engine.apply(wire.MsgType.REQUEST, recs, now - 1)  # the step's last instant
-        t_engine += time.perf_counter() - te
-        # ready just before now: orders in effect over [now - startup, now)
-        lo = max(0, ((k + 1) * r - 1 - w_cells) // r)
-        ready = O[lo:k + 1].min(axis=0)
-        a = max(0, k + 1 - mw)
-        rate = (csum[:, k + 1] - csum[:, a]) / ((k + 1 - a) * s.step_s)
-        cpu = np.where(ready > 0, np.minimum(1.0, rate / (np.maximum(ready, 1) * C)),
-                       (rate > 0).astype(float))
-        met["ts_us"] = now
-        met["replicas"] = ready
-        met["cpu"] = cpu
-        te = time.perf_counter()
-        # services report metrics once they exist (have had a request)
-        engine.apply(wire.MsgType.METRIC, met[csum[:, k + 1] > 0], now)
-        if nav:
-            engine.learn_navigation()
-        allocs = engine.tick(now)
-        outs = take() if take is not None else None
-        t_engine += time.perf_counter() - te
-        if len(allocs):
-            idx = np.searchsorted(sids, allocs["service"])
-            ok = (idx < S) & (sids[np.minimum(idx, S - 1)] == allocs["service"])
-            idx = idx[ok]
-            desired[idx] = allocs["desired_replicas"][ok]
-            predicted[idx] = allocs["predicted_rps"][ok]
-            allocations += int(ok.sum())
+        step_start = t0 + k * step_us
+        cuts = np.searchsorted(recs["ts_us"], step_start + tick_us * np.arange(1, T))
+        edges = np.concatenate([[0], cuts, [len(recs)]])
+        for j in range(T):
+            t = k * T + j
+            now = step_start + (j + 1) * tick_us
+            part = recs[edges[j]:edges[j + 1]]
+            if score_pf and pf_seen and len(part):
+                a0 = bounds[k] + edges[j]
+                pf_hits += int(in_list[req_pair[a0:a0 + len(part)]].sum())
+            te = time.perf_counter()
+            engine.apply(wire.MsgType.REQUEST, part, now - 1)  # the tick's last instant
+            t_engine += time.perf_counter() - te
+            if j == T - 1:  # one METRIC record per service and step
+                # ready just before now: orders in effect over [now - startup, now)
+                lo = max(0, ((t + 1) * ct - 1 - w_cells) // ct)
+                ready = O[lo:t + 1].min(axis=0)
+                a = max(0, k + 1 - mw)
+                rate = (csum[:, k + 1] - csum[:, a]) / ((k + 1 - a) * s.step_s)
+                cpu = np.where(ready > 0, np.minimum(1.0, rate / (np.maximum(ready, 1) * C)),
+                               (rate > 0).astype(float))
+                met["ts_us"] = now
+                met["replicas"] = ready
+                met["cpu"] = cpu
+                te = time.perf_counter()
+                # services report metrics once they exist (have had a request)
+                engine.apply(wire.MsgType.METRIC, met[csum[:, k + 1] > 0], now)
+                if nav:
+                    engine.learn_navigation()
+                t_engine += time.perf_counter() - te
+            te = time.perf_counter()
+            allocs = engine.tick(now)
+            outs = take() if take is not None else None
+            t_engine += time.perf_counter() - te
+            if len(allocs):
+                idx = np.searchsorted(sids, allocs["service"])
+                ok = (idx < S) & (sids[np.minimum(idx, S - 1)] == allocs["service"])
+                idx = idx[ok]
+                desired[idx] = allocs["desired_replicas"][ok]
+                predicted[idx] = allocs["predicted_rps"][ok]
+                allocations += int(ok.sum())
+            if outs:
+                pw = outs.get("prewarm")
+                if pw is not None and len(pw):
+                    prewarms.append(np.array(pw, copy=True))
+                    idx = np.searchsorted(sids, pw["service"])
+                    ok = (idx < S) & (sids[np.minimum(idx, S - 1)] == pw["service"])
+                    i = idx[ok]
+                    pw_rep[i] = pw["replicas"][ok]
+                    pw_from[i] = pw["at_us"][ok] - startup_us - tick_us
+                    pw_until[i] = pw["at_us"][ok] + pw_window_us
+                tr = outs.get("tier")
+                if tr is not None:
+                    tiers += len(tr)
+                pf = outs.get("prefetch")
+                if score_pf and pf is not None and len(pf):
+                    pf_seen = True
+                    idx = np.searchsorted(sids, pf["service"])
+                    ok = (idx < S) & (sids[np.minimum(idx, S - 1)] == pf["service"])
+                    upd = np.unique(idx[ok])
+                    lens = np.bincount(idx[ok], minlength=S)
+                    pf_max_len[upd] = np.maximum(pf_max_len[upd], lens[upd])
+                    in_list[np.isin(pair_svc, upd)] = False
+                    keys = _pair_keys(pf["service"][ok], pf["resource"][ok])
+                    jj = np.searchsorted(ukeys, keys)
+                    hit = (jj < len(ukeys)) & (ukeys[np.minimum(jj, len(ukeys) - 1)] == keys)
+                    in_list[jj[hit]] = True
+            o = desired
+            active = (now >= pw_from) & (now < pw_until)
+            if active.any():
+                o = np.maximum(o, np.where(active, pw_rep, 0))
+            O[t + 1] = np.clip(o, 0, s.max_replicas)
         pred_series[:, k] = predicted
-        if outs:
-            pw = outs.get("prewarm")
-            if pw is not None and len(pw):
-                prewarms.append(np.array(pw, copy=True))
-                idx = np.searchsorted(sids, pw["service"])
-                ok = (idx < S) & (sids[np.minimum(idx, S - 1)] == pw["service"])
-                i = idx[ok]
-                pw_rep[i] = pw["replicas"][ok]
-                pw_from[i] = pw["at_us"][ok] - startup_us - step_us
-                pw_until[i] = pw["at_us"][ok] + pw_window_us
-            tr = outs.get("tier")
-            if tr is not None:
-                tiers += len(tr)
-            pf = outs.get("prefetch")
-            if score_pf and pf is not None and len(pf):
-                pf_seen = True
-                idx = np.searchsorted(sids, pf["service"])
-                ok = (idx < S) & (sids[np.minimum(idx, S - 1)] == pf["service"])
-                upd = np.unique(idx[ok])
-                lens = np.bincount(idx[ok], minlength=S)
-                pf_max_len[upd] = np.maximum(pf_max_len[upd], lens[upd])
-                in_list[np.isin(pair_svc, upd)] = False
-                keys = _pair_keys(pf["service"][ok], pf["resource"][ok])
-                j = np.searchsorted(ukeys, keys)
-                hit = (j < len(ukeys)) & (ukeys[np.minimum(j, len(ukeys) - 1)] == keys)
-                in_list[j[hit]] = True
-        o = desired
-        active = (now >= pw_from) & (now < pw_until)
-        if active.any():
-            o = np.maximum(o, np.where(active, pw_rep, 0))
-        O[k + 1] = np.clip(o, 0, s.max_replicas)
     loop_s = time.perf_counter() - t_start
-    ordered_fine = np.repeat(O[:K].T, r, axis=1)
+    ordered_fine = np.repeat(O[:K * T].T, ct, axis=1)
     ready_s, ordered_s, _ = _ready_steps(ordered_fine, init, s, r)
     m = provisioning_metrics(D, ready_s, ordered_s, C, s.step_s)
-    m["scaling_actions"] = int((np.diff(O[:K + 1], axis=0) != 0).sum())
+    m["scaling_actions"] = int((np.diff(O, axis=0) != 0).sum())
+    m["ticks_per_step"] = T
     m["allocations_published"] = allocations
     m["tier_records"] = tiers if take is not None else None
     # pre-warm

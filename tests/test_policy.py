@@ -79,6 +79,24 @@ def test_panic_reacts_at_once_to_load_far_above_the_forecast():
     assert e.services.published[0] >= 20
 
 
+def test_panic_reads_the_open_bucket_once_it_spans_the_sync_period():
+    e = Engine(make_cfg(bucket_s=60.0, late_buckets=0, scale_up_period_s=60.0))
+    t0 = -(-T0 // (60 * S)) * 60 * S  # on a bucket boundary
+    for b in range(10):  # ten minutes at 10 rps
+        t = t0 + b * 60 * S
+        e.apply(MsgType.REQUEST, reqs(t + np.arange(600) * (S // 10)), t + 60 * S - 1)
+        e.tick(t + 60 * S)
+    t = t0 + 600 * S  # the next minute runs at 50 rps
+    e.apply(MsgType.REQUEST, reqs(t + np.arange(250) * (S // 50)), t + 5 * S)
+    early = e.tick(t + 5 * S)  # 5 s into the bucket: too short to read a rate from
+    assert not (early["reasons"] & Reason.PANIC).any()
+    pub = int(e.services.published[0])
+    e.apply(MsgType.REQUEST, reqs(t + 5 * S + np.arange(750) * (S // 50)), t + 20 * S)
+    out = e.tick(t + 20 * S)  # 20 s in: 50 rps observed while the bucket is still open
+    assert len(out) == 1 and out["reasons"][0] & Reason.PANIC
+    assert out["desired_replicas"][0] >= 5 > pub
+
+
 def test_scale_up_is_rate_limited_without_panic():
     e = Engine(make_cfg(scale_up_period_s=15.0, panic_factor=100.0))
     outs = feed(e, 10, 10)

@@ -91,3 +91,21 @@ def test_bronze_quantile_covers_its_share_of_real_buckets():
         bound = float(e.services.err_fc[0] + widths[0, 0])
     assert scored > 3000
     assert abs(covered / scored - q) < 0.02, (covered / scored, q)
+    shown = e.service_summary(0)["tier_widths_rps"]
+    assert shown["source"] == "errors"
+    assert shown["bronze"] == pytest.approx(float(widths[0, 0]))
+    assert shown["bronze"] <= shown["silver"] <= shown["gold"]
+
+
+def test_tier_widths_come_from_arima_until_enough_errors():
+    cfg = config.validate({"model": {"bucket_s": 1.0, "late_buckets": 0, "markov": False}})
+    e = Engine(cfg)
+    t0 = 1_700_000_000_000_000
+    r = np.zeros(5, wire.REQUEST)
+    r["service"], r["user"], r["status"] = 3, 1, 200
+    for k in range(5):
+        r["ts_us"] = t0 + k * 1_000_000
+        e.apply(wire.MsgType.REQUEST, r, t0 + (k + 1) * 1_000_000 - 1)
+        e.tick(t0 + (k + 1) * 1_000_000)
+    shown = e.service_summary(0)["tier_widths_rps"]
+    assert shown["source"] == "arima" and all(shown[t] >= 0 for t in ("bronze", "silver", "gold"))

@@ -65,6 +65,12 @@ class Ensemble(Model):
             self._err[s, ok] = np.where(np.isnan(cur), row[ok], cur + w * (row[ok] - cur))
             self._n[s, ok] = n
 
+    def scored(self, slots: np.ndarray) -> np.ndarray:
+        """(n,) how many forecasts the best-scored member of each series has had judged."""
+        slots = np.asarray(slots, np.int64)
+        ok = slots < len(self._n)
+        return np.where(ok, self._n[np.minimum(slots, len(self._n) - 1)].max(1), 0)
+
     def weights(self, slots: np.ndarray, available: np.ndarray | None = None) -> np.ndarray:
         """(n, members) weights summing to 1 over the members ``available`` (default all)."""
         slots = np.asarray(slots, np.int64)
