@@ -58,11 +58,11 @@ _NO_LOCK = contextlib.nullcontext()
 USER_RATE = (0.1, 0.01, 0.1, 0.98)
 Z90 = 1.2815515655446004
 CAPACITY_DECAY = 0.95  # per METRIC record, of the sums the capacity is learned from
-SATURATED = 0.98
-MIN_RATE = 1e-6  # requests/s: below this summed rate the capacity is not learned  # utilisation at which a METRIC record only bounds the capacity
-MIN_ERRORS = 20.0
+SATURATED = 0.98  # utilisation at which a METRIC record only bounds the capacity
+MIN_RATE = 1e-6  # requests/s: below this summed rate the capacity is not learned
+MIN_ERRORS = 20.0  # scored buckets before a service's own error quantiles are used
 ENSEMBLE_MIN_SCORED = 12  # seasonal steps judged before the ensemble joins the forecast
-PANIC_MIN_WINDOW_S = 15.0  # the shortest part of an open bucket panic reads a rate from  # scored buckets before a service's own error quantiles are used
+PANIC_MIN_WINDOW_S = 15.0  # the shortest part of an open bucket panic reads a rate from
 _Z = NormalDist().inv_cdf
 
 
@@ -392,7 +392,7 @@ class Engine:
         want, tier_reps, need = policy.tier_split(rps_q, share, per_replica, headroom,
                                                   p.min_replicas, p.max_replicas)
         ready = svcs.n_obs[:n] > 0
-        # panic: the last closed bucket far above the forecast: react to what is observed
+        # panic: observed load far above the forecast: react to what is observed
         pub = svcs.published[:n]
         last = svcs.hist[np.arange(n), (svcs.n_obs[:n] - 1) % svcs.hist.shape[1]]
         # the open bucket counts once it spans HPA's sync period (or the whole bucket)
