@@ -621,12 +621,13 @@ class Engine:
         with self.nav_lock:
             with_ctx = mk.expected_requests(ids, got["needs"][act], now_us)
             plain = mk.expected_requests(ids, got["base"][act], now_us)
+            popular = mk.popular(now_us)
         svc = np.union1d(with_ctx["service"], plain["service"])
         delta = np.zeros(len(svc))
         np.add.at(delta, np.searchsorted(svc, with_ctx["service"]), with_ctx["service_expected"])
         np.add.at(delta, np.searchsorted(svc, plain["service"]), -plain["service_expected"])
         return {"now_us": now_us, "service": svc, "ctx_rps": delta / p.needs_interval_s,
-                "expected": with_ctx}
+                "expected": with_ctx, "popular": popular}
 
     def offer_needs(self, result: dict | None) -> None:
         """Hand a needs pass to the next tick (callable from another thread)."""
@@ -639,18 +640,38 @@ class Engine:
         slots = self.services.slots.find(result["service"].astype(np.uint64))
         ok = (slots >= 0) & (slots < len(self._svc_ctx_rps))
         self._svc_ctx_rps[slots[ok]] = result["ctx_rps"][ok]
-        self._prefetch_out(result["now_us"], result["expected"])
+        self._prefetch_out(result["now_us"], result["expected"], result.get("popular"))
 
-    def _prefetch_out(self, now_us: int, exp: dict) -> None:
+    def _prefetch_out(self, now_us: int, exp: dict, popular: dict | None = None) -> None:
         """Per service, the ``prefetch_k`` resources with the most expected requests in
-        the next interval; published when a service's list changed by a fifth or more."""
-        k = self.cfg.policy.prefetch_k
+        the next interval from the navigation model; places it leaves go to the service's
+        most requested resources of the last hours (expected hits: their share of the
+        service's forecast requests). Published when a list changed by a fifth or more."""
+        p = self.cfg.policy
+        k = p.prefetch_k
         svc = exp["resource_service"]
         ok = svc != EMPTY
         res, e, svc = exp["resource"][ok], exp["expected"][ok], svc[ok]
+        src = np.zeros(len(res), np.int8)  # 0: navigation model, 1: popularity
+        if popular is not None and len(popular["resource"]):
+            pr, ps, w = popular["resource"], popular["service"], popular["weight"]
+            fresh = ~np.isin(pr, res)
+            pr, ps, w = pr[fresh], ps[fresh], w[fresh]
+            us, inv = np.unique(ps, return_inverse=True)
+            share = w / np.bincount(inv, weights=w)[inv]
+            svcs = self.services
+            slot = svcs.slots.find(us.astype(np.uint64))
+            at = np.maximum(slot, 0)  # the service's rate now, or its forecast if higher
+            rate = np.where(slot >= 0, np.maximum(svcs.level[at], svcs.err_fc[at]), 0.0)
+            res = np.concatenate([res, pr])
+            e = np.concatenate([e, share * rate[inv] * p.needs_interval_s])
+            svc = np.concatenate([svc, ps])
+            src = np.concatenate([src, np.ones(len(pr), np.int8)])
+        some = e > 0  # a service without a forecast yet gets no list
+        res, e, svc, src = res[some], e[some], svc[some], src[some]
         if len(res) == 0:
             return
-        o = np.lexsort((res, -e, svc))
+        o = np.lexsort((res, -e, src, svc))
         res, e, svc = res[o], e[o], svc[o]
         starts = np.flatnonzero(np.r_[True, svc[1:] != svc[:-1]])
         lens = np.diff(np.r_[starts, len(svc)])

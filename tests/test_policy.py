@@ -169,6 +169,36 @@ def test_prefetch_lists_follow_navigation():
     assert set(e.published_prefetch) == {7}
 
 
+def test_prefetch_fills_spare_places_with_popular_resources():
+    e = Engine(make_cfg(needs_interval_s=1.0, prefetch_k=4))
+    t = T0
+    # one-off visitors hit /90 often and /91 less (no walk to learn from them), while
+    # users 1..30 walk /11 -> /12
+    for k in range(20):
+        r = reqs(np.full(6, t), service=7, user=1000 + k * 10 + np.arange(6),
+                 resource=np.array([90, 90, 90, 90, 91, 91]))
+        e.apply(MsgType.REQUEST, r, t + S)
+        users = np.arange(30) + 1
+        for step, res in enumerate((11, 12)):
+            e.apply(MsgType.REQUEST, reqs(np.full(30, t + step * 1000), service=7,
+                                          user=users, resource=res), t + S)
+        e.learn_navigation()
+        e.tick(t + S)
+        e.take_outputs()
+        t += 2 * S
+    lst = e.prefetch_list(0)
+    ids = [x["id"] for x in lst]
+    assert ids[0] == "11" and len(ids) == 4
+    assert ids.index("90") < ids.index("91")  # the rest by recent popularity
+    assert all(x["expected_hits"] >= 0 for x in lst)
+    state = e.models["markov"].state()
+    fresh = type(e.models["markov"])(**e.models["markov"].params())
+    fresh.restore(state)  # popularity survives a checkpoint
+    a, b = e.models["markov"].popular(t), fresh.popular(t)
+    assert np.array_equal(a["resource"], b["resource"])
+    assert np.allclose(a["weight"], b["weight"])
+
+
 def test_predict_user_needs_surge_and_context():
     e = Engine(make_cfg())
     hour = hwk.HOUR_US

@@ -25,6 +25,10 @@ from .base import Model
 _ROW_ARRAYS = ("row_key", "res", "ce", "rowm")
 
 
+POP_HALF_LIFE_S = 3600.0  # of the per-resource request counts behind ``popular``
+POP_LAMBDA = math.log(2) / (POP_HALF_LIFE_S * 1e6)  # per microsecond
+
+
 class Markov(Model):
     """Next resource of each user from its last two requests.
 
@@ -58,6 +62,8 @@ class Markov(Model):
         self._alloc_rows(cap, 1 << max(4, (2 * cap - 1).bit_length()))
         self._alloc_users(self._users.capacity)
         self._res_svc = np.full(self._res.capacity, EMPTY, np.uint64)
+        self._res_pop = np.zeros(self._res.capacity)  # requests, decayed to _pop_clock
+        self._pop_clock = 0
 
     def params(self) -> dict:
         return dict(max_per_row=self.max_per_row, min_order2=self.min_order2,
@@ -116,6 +122,16 @@ class Markov(Model):
             s = np.full(cap, EMPTY, np.uint64)
             s[:len(self._res_svc)] = self._res_svc
             self._res_svc = s
+        if cap > len(self._res_pop):
+            p = np.zeros(cap)
+            p[:len(self._res_pop)] = self._res_pop
+            self._res_pop = p
+
+    def _decay_pop(self, now_us: int) -> None:
+        if now_us > self._pop_clock:
+            hr = self._res.high_water
+            self._res_pop[:hr] *= math.exp(-POP_LAMBDA * (now_us - self._pop_clock))
+            self._pop_clock = now_us
 
     def _rows(self):
         return self._rkeys, self._rvals, self.res, self.ce, self.rowm
@@ -136,6 +152,8 @@ class Markov(Model):
         seg = np.zeros(n, np.int64) if seg is None else np.asarray(seg, np.int64)
         ts = batch.get("ts_us")
         ts = np.full(n, self._clock, np.int64) if ts is None else np.asarray(ts, np.int64)
+        self._decay_pop(int(ts.max()))
+        np.add.at(self._res_pop, rs, np.exp(-POP_LAMBDA * (self._pop_clock - ts)))
         i = 0
         while True:
             i = mk.learn(us, rs, seg, ts, i, self._gap, self._lam, self.ust, self._rkeys,
@@ -270,6 +288,15 @@ class Markov(Model):
                 "service": svc_ids[keep].astype(np.uint32), "service_expected": out_svc[keep],
                 "unplaced": float(lost)}
 
+    def popular(self, now_us: int) -> dict[str, np.ndarray]:
+        """Every resource with a known service and its requests of the last hours
+        (half-life ``POP_HALF_LIFE_S``): ``resource``, ``service``, ``weight``."""
+        self._decay_pop(int(now_us))
+        hr = self._res.high_water
+        ok = np.flatnonzero((self._res_svc[:hr] != EMPTY) & (self._res_pop[:hr] > 0))
+        return {"resource": self._res.ids[ok].copy(), "service": self._res_svc[ok].copy(),
+                "weight": self._res_pop[ok].copy()}
+
     # ---- checkpoints --------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
         nrows, hu, hr = self.rows, self._users.high_water, self._res.high_water
@@ -278,6 +305,8 @@ class Markov(Model):
         st["user_ids"] = self._users.state()["ids"]
         st["resource_ids"] = self._res.state()["ids"]
         st["resource_service"] = self._res_svc[:hr].copy()
+        st["resource_pop"] = self._res_pop[:hr].copy()
+        st["pop_clock"] = np.array([self._pop_clock], np.int64)
         st["meta"] = np.array([self._clock, self.transitions], np.int64)
         return st
 
@@ -296,6 +325,10 @@ class Markov(Model):
         self.ust[:len(state["ust"])] = state["ust"]
         self._res_svc = np.full(self._res.capacity, EMPTY, np.uint64)
         self._res_svc[:len(state["resource_service"])] = state["resource_service"]
+        self._res_pop = np.zeros(self._res.capacity)
+        if "resource_pop" in state:  # checkpoints before popularity have none
+            self._res_pop[:len(state["resource_pop"])] = state["resource_pop"]
+            self._pop_clock = int(state["pop_clock"][0])
 
     @classmethod
     def check_cases(cls):
