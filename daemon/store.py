@@ -92,17 +92,20 @@ class Store:
                                  f"({', '.join(sorted(foreign)[:3])}); point --data-dir at an "
                                  "empty or BAE folder")
         _check_not_truncated(self.path / "data.mdb")
+        self._open(map_size_mb << 20)
+        self._check_schema()
+
+    def _open(self, map_size: int) -> None:
         try:
             # writemap stays off: with it a full disk is a SIGBUS in a page fault instead
             # of an error from write() that the daemon can report and retry.
-            self.env = lmdb.open(str(self.path), map_size=map_size_mb << 20, max_dbs=4,
+            self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=4,
                                  subdir=True, writemap=False, metasync=False)
         except lmdb.Error as e:
             raise StoreError(f"cannot open LMDB in {self.path}: {e}; if the file is corrupt, "
                              "move it away and restart (state is rebuilt from events)") from e
         self._meta = self.env.open_db(b"meta")
         self._arrays = self.env.open_db(b"arrays")
-        self._check_schema()
 
     def _check_schema(self) -> None:
         with self.env.begin(db=self._meta) as txn:
@@ -136,17 +139,27 @@ class Store:
                     txn.put(b"meta", json.dumps(meta).encode(), db=self._meta)
                 break
             except lmdb.MapFullError:
-                now = self.env.info()["map_size"]
-                grown = max(now * 2, now + size * 2)
-                if self.max_map_size and grown > self.max_map_size:
-                    if now >= self.max_map_size:
-                        raise StoreError(f"LMDB map in {self.path} is full at "
-                                         f"{now >> 20} MiB (state.max_map_size_mb); raise "
-                                         "the limit or free disk space") from None
-                    grown = self.max_map_size
-                self.env.set_mapsize(grown)
+                self._grow(size)
+            except lmdb.Error:
+                # a failed write (a full disk, say) leaves the environment unusable until
+                # it is opened again; the caller retries the checkpoint later
+                map_size = self.env.info()["map_size"]
+                self.env.close()
+                self._open(map_size)
+                raise
         self.env.sync(True)
         return size
+
+    def _grow(self, size: int) -> None:
+        now = self.env.info()["map_size"]
+        grown = max(now * 2, now + size * 2)
+        if self.max_map_size and grown > self.max_map_size:
+            if now >= self.max_map_size:
+                raise StoreError(f"LMDB map in {self.path} is full at {now >> 20} MiB "
+                                 "(state.max_map_size_mb); raise the limit or free disk "
+                                 "space") from None
+            grown = self.max_map_size
+        self.env.set_mapsize(grown)
 
     def load(self) -> tuple[dict, dict[str, np.ndarray]] | None:
         """The last checkpoint, or None for a new folder."""

@@ -291,11 +291,11 @@ class Markov(Model):
     def popular(self, now_us: int) -> dict[str, np.ndarray]:
         """Every resource with a known service and its requests of the last hours
         (half-life ``POP_HALF_LIFE_S``): ``resource``, ``service``, ``weight``."""
-        self._decay_pop(int(now_us))
         hr = self._res.high_water
         ok = np.flatnonzero((self._res_svc[:hr] != EMPTY) & (self._res_pop[:hr] > 0))
+        decay = math.exp(-POP_LAMBDA * max(0, int(now_us) - self._pop_clock))
         return {"resource": self._res.ids[ok].copy(), "service": self._res_svc[ok].copy(),
-                "weight": self._res_pop[ok].copy()}
+                "weight": self._res_pop[ok] * decay}
 
     # ---- checkpoints --------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
