@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import time
-import tomllib
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,8 @@ import numpy as np
 
 from bae_core import config, simulate, wire
 from bae_core.errors import ConfigError, LogFormatError
+
+from .cli import read_toml
 
 CSV_START_S = 1_704_067_200  # 2024-01-01T00:00:00Z, where a csv without Unix times starts
 DEFAULT_ROW_S = 300.0  # seconds per csv row when neither a timestamp column nor a flag says
@@ -44,19 +45,6 @@ TARGET_REPLICAS = 4  # default capacity: the median demand needs about this many
 
 
 # ---------------------------------------------------------------------------- inputs
-
-def _read_toml(path: str | None) -> dict:
-    if not path:
-        return {}
-    try:
-        return tomllib.loads(Path(path).read_text())
-    except OSError as e:
-        raise ConfigError("--config", f"cannot read {path}: {e.strerror}",
-                          "check the path") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError("--config", f"{path} is not valid TOML ({e})",
-                          "fix the syntax") from e
-
 
 def _read_nasa(path: str):
     from bae_core.logparse import read_log
@@ -103,7 +91,7 @@ def _auto_bucket(duration_s: float, seasonal_s: float) -> float:
 
 def run_backtest(args) -> dict:
     t_start = time.perf_counter()
-    doc = _read_toml(args.config)
+    doc = read_toml(args.config)
     user_cfg = config.validate(doc)  # the user's config must be valid as given
     pol, model = user_cfg.policy, user_cfg.model
     fmt = args.format

@@ -19,18 +19,23 @@ OVERRIDES = {"data_dir": ("state", "data_dir"), "ingest": ("ingest", "endpoint")
              "http": ("http", "listen")}
 
 
+def read_toml(path: str | None) -> dict:
+    """The TOML document at ``path`` (``{}`` without one); a clear error if unreadable."""
+    if not path:
+        return {}
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError("--config", f"cannot read {path}: {e.strerror}",
+                          "check the path") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("--config", f"{path} is not valid TOML ({e})",
+                          "fix the syntax") from e
+
+
 def load_config(path: str | None, args: argparse.Namespace | None = None) -> config.Config:
     """Read and validate a TOML config (or the embedded defaults); flags override it."""
-    doc: dict = {}
-    if path:
-        try:
-            doc = tomllib.loads(Path(path).read_text())
-        except OSError as e:
-            raise ConfigError("--config", f"cannot read {path}: {e.strerror}",
-                              "check the path") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError("--config", f"{path} is not valid TOML ({e})",
-                              "fix the syntax") from e
+    doc = read_toml(path)
     for attr, (section, key) in OVERRIDES.items():
         v = getattr(args, attr, None) if args else None
         if v is not None:

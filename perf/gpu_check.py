@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import features as F  # noqa: E402
+from test_lstm import _median_s  # noqa: E402  (perf/ is this script's folder)
 from models.runtime import CUDA, DEFAULT_MODEL, LSTMRuntime  # noqa: E402
-
-
-def _median_s(fn, rounds: int) -> float:
-    fn()
-    ts = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def main(argv=None) -> int:
