@@ -158,12 +158,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "min_replicas": Key(int, 1, "lower bound per service", _range(0)),
         "max_replicas": Key(int, 1000, "upper bound per service", _range(1)),
         "lead_time_s": Key(float, 60.0, "how far ahead the forecast is read", _range(0)),
-        "scale_down_window_s": Key(float, 300.0, "stabilisation before scaling down",
+        "scale_down_window_s": Key(float, 240.0, "stabilisation before scaling down",
                                    _range(0)),
         "shadow": Key(bool, False, "publish deltas as advisory only"),
         "error_halflife_s": Key(float, 3600.0, "half-life of the forecast errors the tier "
                                 "quantiles are read from", _range(0, lo_open=True)),
-        "bronze_quantile": Key(float, 0.5, "forecast quantile bronze-tier demand is provisioned "
+        "bronze_quantile": Key(float, 0.4, "forecast quantile bronze-tier demand is provisioned "
                                "for", _range(0.01, 0.999)),
         "silver_quantile": Key(float, 0.9, "...silver tier", _range(0.01, 0.999)),
         "gold_quantile": Key(float, 0.99, "...gold tier", _range(0.01, 0.999)),
@@ -181,8 +181,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                    _range(0)),
         "scale_down_fraction": Key(float, 1.0, "largest share of replicas one scale-down "
                                    "removes", _range(0, 1, lo_open=True)),
-        "panic_factor": Key(float, 1.5, "observed load this many times the forecast switches "
+        "panic_factor": Key(float, 1.3, "observed load this many times the forecast switches "
                             "to reacting on observed load", _range(1)),
+        "panic_z": Key(float, 3.0, "...and by more than this many standard deviations of "
+                       "counting (Poisson) noise", _range(0)),
         "panic_window_s": Key(float, 60.0, "no scale-down for this long after a panic",
                               _range(0)),
         "anomaly_multiplier": Key(float, 1.3, "extra capacity for an anomalous service or a "

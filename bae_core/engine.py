@@ -398,15 +398,21 @@ class Engine:
         # the open bucket counts once it spans HPA's sync period (or the whole bucket)
         b = now_us // self.bucket_us
         elapsed_s = (now_us - b * self.bucket_us) / 1e6
+        # a surge is a count beyond counting noise: a window of w seconds holds about
+        # Poisson(predicted x w) requests, so one stray request on a quiet service is not one
+        lam = np.maximum(predicted, 0.0) * m.bucket_s
+        surge = last * m.bucket_s - lam > p.panic_z * np.sqrt(lam + 1.0)
         if elapsed_s >= min(PANIC_MIN_WINDOW_S, m.bucket_s):
             k = b % svcs.ring_ids.shape[1]
             so_far = np.where(svcs.ring_ids[:n, k] == b, svcs.ring_counts[:n, k], 0.0)
             last = np.maximum(last, so_far / elapsed_s)
+            lam = np.maximum(predicted, 0.0) * elapsed_s
+            surge |= so_far - lam > p.panic_z * np.sqrt(lam + 1.0)
         observed = np.where(ready, last, 0.0)
         react = policy.replicas_for(observed, per_replica, p.headroom, p.min_replicas,
                                     p.max_replicas)
         panic = ready & (pub >= 0) & (observed > p.panic_factor * np.maximum(predicted, 1e-9)) \
-            & (react > pub)
+            & (react > pub) & surge
         svcs.panic_until_us[:n][panic] = now_us + int(p.panic_window_s * 1e6)
         in_panic = svcs.panic_until_us[:n] > now_us
         want = np.where(panic, np.maximum(want, react), want)

@@ -97,6 +97,34 @@ def test_panic_reads_the_open_bucket_once_it_spans_the_sync_period():
     assert out["desired_replicas"][0] >= 5 > pub
 
 
+def _quiet_then(e: Engine, burst: int) -> np.ndarray:
+    """Twenty 10 s buckets of one request each (0.1 rps), then ``burst`` requests in the
+    next bucket; the ALLOCATION records of the tick that closes it."""
+    t0 = -(-T0 // (10 * S)) * 10 * S
+    for b in range(20):
+        t = t0 + b * 10 * S
+        e.apply(MsgType.REQUEST, reqs(t + 5 * S), t + 10 * S - 1)
+        e.tick(t + 10 * S)
+    t = t0 + 200 * S
+    e.apply(MsgType.REQUEST, reqs(t + np.arange(burst) * (S // 4)), t + 10 * S - 1)
+    return e.tick(t + 10 * S)
+
+
+@pytest.mark.parametrize("panic_z, burst, panics", [
+    (3.0, 3, False),  # 3 requests where 1 was expected: counting noise, not a surge
+    (0.0, 3, True),  # without the noise guard the same bucket panics
+    (3.0, 30, True),  # 30 where 1 was expected: a surge
+])
+def test_panic_ignores_counting_noise_on_a_quiet_service(panic_z, burst, panics):
+    e = Engine(make_cfg(bucket_s=10.0, late_buckets=0, rps_per_replica=0.05,
+                        scale_up_period_s=600.0, scale_down_window_s=60.0,
+                        panic_factor=1.3, panic_z=panic_z))
+    out = _quiet_then(e, burst)
+    assert bool(len(out) and out["reasons"][0] & Reason.PANIC) is panics
+    if panics:
+        assert out["desired_replicas"][0] >= burst / 10 / 0.05
+
+
 def test_scale_up_is_rate_limited_without_panic():
     e = Engine(make_cfg(scale_up_period_s=15.0, panic_factor=100.0))
     outs = feed(e, 10, 10)
