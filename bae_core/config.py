@@ -163,7 +163,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "shadow": Key(bool, False, "publish deltas as advisory only"),
         "error_halflife_s": Key(float, 3600.0, "half-life of the forecast errors the tier "
                                 "quantiles are read from", _range(0, lo_open=True)),
-        "bronze_quantile": Key(float, 0.4, "forecast quantile bronze-tier demand is provisioned "
+        "bronze_quantile": Key(float, 0.5, "forecast quantile bronze-tier demand is provisioned "
                                "for", _range(0.01, 0.999)),
         "silver_quantile": Key(float, 0.9, "...silver tier", _range(0.01, 0.999)),
         "gold_quantile": Key(float, 0.99, "...gold tier", _range(0.01, 0.999)),

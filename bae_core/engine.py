@@ -381,7 +381,15 @@ class Engine:
         # the forecast runs at the target utilisation; each tier's quantile of demand must
         # still fit below saturation (per_replica is at the target utilisation)
         fc = (with_camp + ctx_users)[:, None]
-        rps_q = np.maximum(fc, (fc + widths) * p.target_utilisation).clip(0) * amult[:, None]
+        # the same quantile read straight from the recent demand bounds it: where the
+        # forecast is noisier than the demand (a few requests per bucket) its errors
+        # overstate the spread; an announced campaign lifts demand past its recent history
+        seen = np.empty((n, 3))
+        residuals.quantiles(svcs.demand_hist, n, self.bucket_quantiles(), MIN_ERRORS,
+                            m.bucket_s, seen)
+        top = np.where(np.isnan(seen) | active[:, None], fc + widths,
+                       np.minimum(fc + widths, seen))
+        rps_q = np.maximum(fc, top * p.target_utilisation).clip(0) * amult[:, None]
         counts = svcs.tier_counts[:n]
         tot = counts.sum(1, keepdims=True)
         share = np.where(tot > 0, counts / np.where(tot > 0, tot, 1.0), [[1.0, 0.0, 0.0]])
@@ -775,6 +783,8 @@ class Engine:
             return
         decay = 0.5 ** (self.cfg.model.bucket_s / self.cfg.policy.error_halflife_s)
         residuals.learn(slots, values, svcs.err_fc, svcs.err_hist, decay,
+                        self.cfg.model.bucket_s)
+        residuals.learn(slots, values, np.zeros(n), svcs.demand_hist, decay,
                         self.cfg.model.bucket_s)
         batch = {"slot": slots, "value": values}
         models["arima"].learn(batch)
@@ -1208,6 +1218,7 @@ class Engine:
             "capacity_learned": learned > 0, "desired_replicas": int(s.desired[slot]),
             "published_replicas": int(s.published[slot]),
             "tier_widths_rps": self._tier_widths(slot),
+            "tier_demand_rps": self._tier_demand(slot),
             "recent_rates_rps": self.rate_history(slot)[-12:].tolist(),
             "anomaly_score": float(self.models["anomaly"].predict(
                 {"slots": np.array([slot])})["score"][0]),
@@ -1229,6 +1240,16 @@ class Engine:
         out = {name: float(x) for name, x in zip(("bronze", "silver", "gold"), w[0])}
         out["source"] = source
         return out
+
+    def _tier_demand(self, slot: int) -> dict | None:
+        """Each tier's quantile of the recent demand itself (what bounds forecast + width);
+        None until ``MIN_ERRORS`` buckets closed."""
+        q = np.empty((1, 3))
+        residuals.quantiles(self.services.demand_hist[slot:slot + 1], 1,
+                            self.bucket_quantiles(), MIN_ERRORS, self.cfg.model.bucket_s, q)
+        if np.isnan(q).any():
+            return None
+        return {name: float(x) for name, x in zip(("bronze", "silver", "gold"), q[0])}
 
     def stats(self) -> dict:
         return {"users": len(self.users), "services": len(self.services),

@@ -213,6 +213,8 @@ class Services(Columns):
         "camp_base": (np.float64, 0.0, ()),  # forecast before the campaign in effect
         # forecast errors of the rate (decayed histogram) and the forecast being scored
         "err_hist": (np.float32, 0.0, (ERR_BINS,)), "err_fc": (np.float64, -1.0, ()),
+        # the closed buckets' rates themselves (same bins and half-life)
+        "demand_hist": (np.float32, 0.0, (ERR_BINS,)),
     }
 
     def __init__(self, ring: int, history: int, capacity: int = 64):

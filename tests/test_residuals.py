@@ -109,3 +109,35 @@ def test_tier_widths_come_from_arima_until_enough_errors():
         e.tick(t0 + (k + 1) * 1_000_000)
     shown = e.service_summary(0)["tier_widths_rps"]
     assert shown["source"] == "arima" and all(shown[t] >= 0 for t in ("bronze", "silver", "gold"))
+
+
+def test_the_demand_quantile_bounds_a_noisy_forecast_plus_its_errors():
+    """Alternating buckets of 0 and 2 requests: the smoother swings between 0.7 and 1.3
+    and its errors by +-1.3, so forecast + bronze width reaches 2.7 requests per bucket;
+    the bronze quantile of the demand itself is 2, and the allocation is sized for that."""
+    cfg = config.validate({
+        "model": {"bucket_s": 10.0, "late_buckets": 0, "markov": False},
+        "policy": {"rps_per_replica": 0.035, "scale_down_window_s": 100.0,
+                   "lead_time_s": 10.0, "panic_factor": 100.0, "anomaly_multiplier": 1.0,
+                   "tolerance": 0.0, "scale_up_period_s": 0.0, "scale_down_period_s": 0.0}})
+    e = Engine(cfg)
+    step = 10_000_000
+    t0 = 1_700_000_000 * 1_000_000 // step * step
+    above = 0
+    for k in range(80):
+        now = t0 + (k + 1) * step
+        if k % 2:
+            r = np.zeros(2, wire.REQUEST)
+            r["ts_us"] = now - step // 2
+            r["service"], r["user"], r["resource"], r["status"] = 7, 1, 2, 200
+            e.apply(wire.MsgType.REQUEST, r, now - 1)
+        e.tick(now)
+        if k > 40:
+            base, widths = e._forecast_ahead(1, np.ones(1, np.int64))
+            above += (e.services.err_fc[0] + widths[0, 0]) * 10 > 2.5
+    shown = e.service_summary(0)
+    assert shown["tier_demand_rps"]["bronze"] == pytest.approx(0.2, rel=0.05)
+    assert above > 10  # forecast + width alone would ask for 2.5+ requests per bucket
+    # 2.08 requests per bucket (the bin's upper edge) at 70 % of 0.05 rps per replica: 5;
+    # 2.7 would need 6
+    assert shown["published_replicas"] == 5
