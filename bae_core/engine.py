@@ -407,7 +407,7 @@ class Engine:
         b = now_us // self.bucket_us
         elapsed_s = (now_us - b * self.bucket_us) / 1e6
         # a surge is a count beyond counting noise: a window of w seconds holds about
-        # Poisson(predicted x w) requests, so one stray request on a quiet service is not one
+        # Poisson(predicted x w) requests, so a stray request on a quiet service is no surge
         lam = np.maximum(predicted, 0.0) * m.bucket_s
         surge = last * m.bucket_s - lam > p.panic_z * np.sqrt(lam + 1.0)
         if elapsed_s >= min(PANIC_MIN_WINDOW_S, m.bucket_s):

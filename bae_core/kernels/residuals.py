@@ -2,11 +2,10 @@
 
 Each service keeps an exponentially decayed histogram of how far each closed bucket's
 rate came out above the forecast made for it (and one of the rate itself: a forecast of
-zero). Errors are binned as requests per bucket
-(rate x ``unit``, the bucket width): at or below zero share bin 0; above zero, bins are
-``BINS_PER_OCTAVE`` per octave of ``1 + error``, so one histogram spans 0.04 to 16M
-requests per bucket at about 4 % resolution. A quantile reads the upper edge of its bin,
-so it errs towards more capacity.
+zero). Errors are binned as requests per bucket (rate x ``unit``, the bucket width): at
+or below zero share bin 0; above zero, bins are ``BINS_PER_OCTAVE`` per octave of
+``1 + error``, so one histogram spans 0.04 to 16M requests per bucket at about 4 %
+resolution. A quantile reads the upper edge of its bin, so it errs towards more capacity.
 """
 
 import math
